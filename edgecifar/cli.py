@@ -1,0 +1,164 @@
+"""The `edgecifar` command line. Each stage owns its subcommand; this file only wires them.
+
+Subcommands are imported lazily so `edgecifar run` on a Pi never imports TensorFlow,
+and `edgecifar --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+# name -> "module:attribute" of a click command
+COMMANDS = {
+    "models": "edgecifar.cli:models_cmd",
+    "train": "edgecifar.cli:train_cmd",
+    "evaluate": "edgecifar.cli:evaluate_cmd",
+    "export": "edgecifar.export.cli:export_cmd",
+    "run": "edgecifar.device.cli:run_cmd",
+    "benchmark": "edgecifar.benchmark:benchmark_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._importable(name)]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            if isinstance(e, ImportError) and e.name and not e.name.startswith("edgecifar"):
+                # A stage whose optional dependencies are missing: say which extra to install.
+                extra = "device" if name == "run" else "train"
+                raise UserError(f"`edgecifar {name}` needs {e.name}; install it with: pip install 'edgecifar[{extra}]'") from None
+            raise
+
+    @staticmethod
+    def _importable(name):
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgecifar")
+def cli():
+    """Train small CIFAR-10 CNNs, export them to int8 TFLite/ONNX, run them on a camera, benchmark them.
+
+    \b
+    Typical flow:
+      edgecifar train                 # default model, documented recipe
+      edgecifar export --int8         # latest run -> int8 TFLite + ONNX, checked on the test set
+      edgecifar run runs/<run>/export/<model>_int8.tflite --source 0
+      edgecifar benchmark runs/<run>
+    """
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_cmd(as_json):
+    """List the model zoo: name, exact parameter count, source write-up and default recipe."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import zoo
+
+    rows = []
+    for name in zoo.list_models():
+        info = zoo.model_info(name)
+        model = info.factory() if info.recipe.kind != "features" else info.factory(weights=None)
+        rows.append({
+            "name": name,
+            "params": int(model.count_params()),
+            "documented_params": info.documented_params,
+            "documented_test_accuracy": info.documented_test_accuracy,
+            "source": info.source,
+            "recipe": info.recipe.describe(),
+            "default": name == zoo.DEFAULT_MODEL,
+        })
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        star = " (default)" if r["default"] else ""
+        doc = f", write-up: {r['documented_test_accuracy']}% test" if r["documented_test_accuracy"] else ""
+        click.echo(f"{r['name']}{star}\n    params  {r['params']:,}\n    source  {r['source']}\n    recipe  {r['recipe']}{doc}")
+
+
+@cli.command("train")
+@click.argument("model", required=False)
+@click.option("--epochs", type=int, help="Override the recipe's epoch count (phases keep their proportions).")
+@click.option("--batch-size", type=int, help="Override the recipe's batch size.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same result.")
+@click.option("--limit", type=int, help="Train on the first N training images only (quick runs).")
+@click.option("--val-size", type=int, default=5000, show_default=True, help="Validation images held out of the training split.")
+@click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA, ~/.keras/datasets, download).")
+@click.option("--runs-dir", type=click.Path(), help="Where run directories go (default ./runs or $EDGECIFAR_RUNS).")
+@click.option("--run-dir", type=click.Path(), help="Exact run directory; an interrupted run there resumes from its last epoch.")
+@click.option("--resume", is_flag=True, help="Resume the most recent interrupted run of MODEL.")
+@click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
+@click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
+def train_cmd(model, epochs, batch_size, seed, limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
+    """Train MODEL (default: the default model) with its documented recipe and write a run directory."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import runs, zoo
+
+    if model is None:
+        model = zoo.DEFAULT_MODEL
+        click.echo(f"no model given: training the default model {model} (see `edgecifar models` for the others)")
+    zoo.model_info(model)  # unknown names fail here, before TensorFlow loads
+    if resume and not run_dir:
+        run_dir = runs.latest_unfinished(model, runs_dir)
+    from .train import train
+
+    train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, seed=seed,
+          limit=limit, val_size=val_size, backbone_weights=backbone_weights, distribute=distribute, echo=click.echo)
+    click.echo("next: edgecifar evaluate  |  edgecifar export --int8")
+
+
+@cli.command("evaluate")
+@click.argument("run", required=False, type=click.Path())
+@click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive.")
+def evaluate_cmd(run, data_dir):
+    """Test accuracy, per-class precision/recall/F1, confusion.png and misclassified.png for RUN (default: latest)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import runs
+    from .evaluate import evaluate
+
+    evaluate(runs.resolve_run(run), data_dir=data_dir, echo=click.echo)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="edgecifar", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"edgecifar: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgecifar: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("edgecifar: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The artifact contract: everything a device needs to use an exported model, and nothing else.
+
+Stored as JSON
+    * beside a .tflite file as ``<file>.json`` (sidecar manifest),
+    * inside a .onnx file as the ``edgecifar`` entry of ``metadata_props``.
+
+Schema ``edgecifar.artifact/1``::
+
+    {
+      "schema": "edgecifar.artifact/1",
+      "model": "seed002_m1_cnn",            # zoo name
+      "format": "tflite_int8",              # see FORMATS
+      "class_names": [... 10 names ...],
+      "input": {
+        "height": 32, "width": 32, "channels": 3,
+        "layout": "NHWC", "color_order": "RGB",
+        "resize": "center-crop to square, cv2.INTER_AREA",
+        "range": [0, 255],                  # pixel values the float model expects
+        "scale": 1.0, "offset": 0.0,        # float input = pixels * scale + offset (normalisation is inside the model)
+        "dtype": "uint8",                   # tensor dtype: float32 | uint8 | int8
+        "quantization": {"scale": 1.0, "zero_point": 0} | null
+      },
+      "output": {"kind": "probabilities", "dtype": "uint8", "quantization": {...} | null},
+      "source_model": {"sha256": "...", "run": "...", "keras_test_accuracy": 0.65},
+      "calibration": {...} | null,
+      "tool": {"edgecifar": "0.1.0", ...}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+SCHEMA = "edgecifar.artifact/1"
+ONNX_KEY = "edgecifar"
+FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx_float32", "onnx_int8")
+
+
+def sidecar_path(model_path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def read(model_path) -> dict:
+    """Metadata of an artifact: the sidecar for .tflite, metadata_props for .onnx. {} when absent."""
+    model_path = Path(model_path)
+    if model_path.suffix == ".onnx":
+        return _read_onnx(model_path)
+    side = sidecar_path(model_path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{side}: not valid JSON ({e}); re-export the model or delete the sidecar") from None
+    return _checked(meta, side)
+
+
+def _read_onnx(path: Path) -> dict:
+    # onnxruntime exposes custom metadata without needing the onnx package on the device.
+    try:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        props = sess.get_modelmeta().custom_metadata_map
+    except ImportError:
+        return {}
+    except Exception as e:
+        raise UserError(f"{path}: not a loadable ONNX model ({type(e).__name__}); re-export it") from None
+    if ONNX_KEY not in props:
+        return {}
+    try:
+        return _checked(json.loads(props[ONNX_KEY]), path)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: corrupt edgecifar metadata ({e}); re-export it") from None
+
+
+def _checked(meta: dict, where) -> dict:
+    if meta.get("schema") != SCHEMA:
+        raise UserError(f"{where}: metadata schema {meta.get('schema')!r}, expected {SCHEMA!r}; re-export with this edgecifar")
+    return meta

@@ -1,0 +1,207 @@
+"""Classifier: one small interface over the device runtimes, used by the runner, the export
+check and the benchmark alike (so what we measure is what runs on the Pi).
+
+    .tflite → ai_edge_litert (LiteRT 2.x), else tflite_runtime, else tensorflow.lite (last resort)
+    .onnx   → onnxruntime
+
+Stages are separate methods so callers can time them:
+    x = clf.quantize_input(rgb_uint8_batch)   # model's input dtype (float32 / uint8 / int8)
+    raw = clf.infer(x)                        # runtime call
+    probs = clf.dequantize_output(raw)        # float32 probabilities
+``predict(rgb_uint8_batch)`` chains the three.
+
+Input and output quantization are read from the model itself; the metadata's copy is
+only cross-checked, so a stale sidecar cannot silently skew results.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from . import metadata as meta_io
+
+TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
+BACKENDS = TFLITE_BACKENDS + ("onnxruntime",)
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+def _tflite_interpreter_class(backend: str | None):
+    """(Interpreter class, backend name, version) for the first available TFLite runtime."""
+    order = [backend] if backend else list(TFLITE_BACKENDS)
+    missing = []
+    for name in order:
+        try:
+            if name == "litert":
+                from ai_edge_litert.interpreter import Interpreter
+
+                return Interpreter, "litert", _version("ai-edge-litert")
+            if name == "tflite_runtime":
+                from tflite_runtime.interpreter import Interpreter
+
+                return Interpreter, "tflite_runtime", _version("tflite-runtime")
+            if name == "tensorflow":
+                import tensorflow as tf
+
+                return tf.lite.Interpreter, "tensorflow", tf.__version__
+        except ImportError:
+            missing.append(name)
+    raise UserError(
+        f"no TFLite runtime found (tried {', '.join(missing)}); install one: pip install ai-edge-litert "
+        "(or pip install 'edgecifar[device]')"
+    )
+
+
+class Classifier:
+    def __init__(self, path, backend: str | None = None, threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"model file {self.path} does not exist; pass a .tflite or .onnx written by `edgecifar export`")
+        if backend is not None and backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        suffix = self.path.suffix.lower()
+        if suffix not in (".tflite", ".onnx"):
+            raise UserError(f"{self.path}: unsupported model type {suffix or '(none)'}; pass a .tflite or .onnx file")
+        if suffix == ".onnx" and backend not in (None, "onnxruntime"):
+            raise UserError(f"{self.path} is ONNX; use --backend onnxruntime (or leave --backend out)")
+        if suffix == ".tflite" and backend == "onnxruntime":
+            raise UserError(f"{self.path} is TFLite; use --backend litert, tflite_runtime or tensorflow")
+        self.threads = threads
+        self.meta = meta_io.read(self.path)
+        if suffix == ".tflite":
+            self._open_tflite(backend, threads)
+        else:
+            self._open_onnx(threads)
+        self.class_names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+
+    # --- opening ------------------------------------------------------------------------
+
+    def _open_tflite(self, backend, threads):
+        Interpreter, self.backend, self.backend_version = _tflite_interpreter_class(backend)
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise UserError(f"{self.path}: {self.backend} cannot load it ({first}); re-export the model") from None
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self.input_shape = tuple(int(d) for d in inp["shape"])
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.output_dtype = np.dtype(out["dtype"])
+        self.input_quant = _quant(inp)
+        self.output_quant = _quant(out)
+        self.num_classes = int(out["shape"][-1])
+        self._batch = self.input_shape[0]
+
+    def _open_onnx(self, threads):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("onnxruntime is not installed; pip install onnxruntime (or 'edgecifar[device]')") from None
+        self.backend, self.backend_version = "onnxruntime", ort.__version__
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self._sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0][:160]
+            raise UserError(f"{self.path}: onnxruntime cannot load it ({first}); re-export the model") from None
+        inp, out = self._sess.get_inputs()[0], self._sess.get_outputs()[0]
+        self._in_name, self._out_name = inp.name, out.name
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        self.input_dtype = np.dtype(_ONNX_TYPES.get(inp.type, "float32"))
+        self.output_dtype = np.dtype(_ONNX_TYPES.get(out.type, "float32"))
+        # QDQ models keep float32 I/O; quantization lives inside the graph.
+        self.input_quant = self.output_quant = None
+        self.num_classes = int(out.shape[-1]) if isinstance(out.shape[-1], int) else len(self.meta.get("class_names", [])) or 10
+        self._batch = self.input_shape[0]
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    @property
+    def runtime(self) -> str:
+        return f"{self.backend} {self.backend_version}"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.input_dtype.kind in "iu"
+
+    # --- the three stages ---------------------------------------------------------------
+
+    def quantize_input(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB pixels (N, H, W, 3) → the model's input tensor."""
+        if self.input_quant is None:
+            return rgb.astype(np.float32)
+        scale, zero = self.input_quant
+        info = np.iinfo(self.input_dtype)
+        q = np.round(rgb.astype(np.float32) / scale + zero)
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnxruntime":
+            return self._sess.run([self._out_name], {self._in_name: x})[0]
+        if x.shape[0] != self._batch:
+            self._resize(x.shape[0])
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out_index).copy()
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        if self.output_quant is None:
+            return raw.astype(np.float32)
+        scale, zero = self.output_quant
+        return (raw.astype(np.float32) - zero) * scale
+
+    def predict(self, rgb: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities for a batch of uint8 RGB images at the model's input size."""
+        out = []
+        for i in range(0, len(rgb), batch_size):
+            out.append(self.dequantize_output(self.infer(self.quantize_input(rgb[i : i + batch_size]))))
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def _resize(self, n: int) -> None:
+        try:
+            self._interp.resize_tensor_input(self._in_index, [n, *self.input_shape[1:]])
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"{self.path}: cannot run a batch of {n} ({e}); use batch 1") from None
+        self._batch = n
+
+    def describe(self) -> str:
+        q = f", input quantization scale {self.input_quant[0]:.6g} zero point {self.input_quant[1]}" if self.input_quant else ""
+        return f"{self.path.name}: {self.runtime}, input {self.input_shape} {self.input_dtype}{q}, threads {self.threads or 'default'}"
+
+
+_ONNX_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}
+
+
+def _quant(detail: dict):
+    """(scale, zero_point) of a quantized TFLite tensor, else None."""
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return None
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale:
+        return None
+    return float(scale), int(zero)
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,323 @@
+"""Stage 2 — zoo: every CNN documented in the seed write-ups, one decorated factory each.
+
+Conventions shared by every model (and relied on by export and the device runner):
+    * input: 32x32x3 RGB pixels as float32 in 0..255 (NHWC); the model does its own
+      scaling with a leading Rescaling layer (the seeds divided by 255 by hand), so every
+      stage feeds raw pixels and a uint8-input int8 model needs no extra arithmetic;
+    * output: softmax probabilities over the 10 CIFAR-10 classes.
+
+Models are pure Keras 3 (no ``tf.*``) so training runs under any Keras backend.
+Where a write-up left a detail unstated (dropout rates, optimizer, batch size), the
+choice is written in the model's ``recipe.notes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+NUM_CLASSES = 10
+INPUT_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class Phase:
+    epochs: int
+    augment: bool = False  # width/height shift 0.1 + horizontal flip (seed 003's ImageDataGenerator)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str  # "adam" | "rmsprop" | "sgd"
+    optimizer_args: dict = field(default_factory=dict)
+    batch_size: int = 32
+    phases: tuple[Phase, ...] = (Phase(15),)
+    # "end_to_end": fit the whole model; "features": cache frozen-backbone features, fit the head.
+    kind: str = "end_to_end"
+    notes: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.optimizer_args.items())
+        opt = f"{self.optimizer}({args})" if args else self.optimizer
+        phases = " + ".join(f"{p.epochs}{' aug' if p.augment else ''}" for p in self.phases)
+        kind = "head on cached features, " if self.kind == "features" else ""
+        return f"{kind}{opt}, batch {self.batch_size}, epochs {phases}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["epochs"] = self.epochs
+        d["description"] = self.describe()
+        return d
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    factory: Callable
+    source: str  # which seed write-up, and where in it
+    recipe: Recipe
+    documented_params: int | None = None
+    documented_test_accuracy: float | None = None  # percent, as the write-up reports it
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+DEFAULT_MODEL = "seed002_m1_cnn"
+
+
+def register_model(*, source: str, recipe: Recipe, params: int | None = None, accuracy: float | None = None):
+    """Decorator: add a model factory to the zoo under its function name."""
+
+    def wrap(fn):
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, source, recipe, params, accuracy, (fn.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def model_info(name: str) -> ModelInfo:
+    from .errors import UserError
+
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)} (see `edgecifar models`)")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs):
+    return model_info(name).factory(**kwargs)
+
+
+# --- building blocks ------------------------------------------------------------------
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _pixels_input(name="pixels"):
+    keras = _keras()
+    inputs = keras.Input(shape=INPUT_SHAPE, name=name)
+    return inputs, keras.layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
+
+
+# --- seed 000/001: the quarantine "Image Classifier" blog post ------------------------------
+
+
+@register_model(
+    source="seeds 000/001: 'Image Classifier' blog post (daniel, 2020-04-13)",
+    recipe=Recipe("adam", batch_size=32, phases=(Phase(30),), notes="optimizer unstated in the write-up: Adam (Keras defaults)"),
+    params=4_200_842,
+    accuracy=69.39,
+)
+def seed000_shallow_cnn():
+    """Conv32 3x3 → MaxPool → Flatten → Dense512 → Dropout 0.3 → Dense10."""
+    keras, L = _keras(), _keras().layers
+    inputs, x = _pixels_input()
+    x = L.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(512, activation="relu")(x)
+    x = L.Dropout(0.3)(x)
+    outputs = L.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed000_shallow_cnn")
+
+
+# --- seed 002: Kossowska, "Deep Learning: Image Classification Project" (2021) ---------------
+
+_SEED002 = "seed 002: 'Deep Learning: Image Classification Project' (P. Kossowska, 2021), CNN Model {}"
+_DROPOUT_NOTE = "dropout rates unstated: 0.25 after conv blocks, 0.5 after Dense512 (the classic Keras cifar10_cnn example these layers match)"
+
+
+@register_model(
+    source=_SEED002.format(1),
+    recipe=Recipe("rmsprop", batch_size=32, phases=(Phase(15),), notes="RMSprop with Keras defaults (lr 1e-3); batch size unstated: Keras default 32; " + _DROPOUT_NOTE),
+    params=181_162,
+    accuracy=63.05,
+)
+def seed002_m1_cnn():
+    """Conv32 5x5/2 same → Conv32 5x5/2 valid → MaxPool → Dropout → Dense512 → Dropout → Dense10."""
+    keras, L = _keras(), _keras().layers
+    inputs, x = _pixels_input()
+    x = L.Conv2D(32, 5, strides=2, padding="same")(x)
+    x = L.Activation("relu")(x)
+    x = L.Conv2D(32, 5, strides=2, padding="valid")(x)
+    x = L.Activation("relu")(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(512)(x)
+    x = L.Activation("relu")(x)
+    x = L.Dropout(0.5)(x)
+    x = L.Dense(NUM_CLASSES)(x)
+    outputs = L.Activation("softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed002_m1_cnn")
+
+
+@register_model(
+    source=_SEED002.format(2),
+    recipe=Recipe("rmsprop", batch_size=32, phases=(Phase(15),), notes="RMSprop with Keras defaults (lr 1e-3); batch size unstated: Keras default 32; " + _DROPOUT_NOTE),
+    params=1_250_858,
+    accuracy=71.91,
+)
+def seed002_m2_cnn():
+    """(Conv32 same → Conv32 valid → MaxPool → Dropout) → same with 64 → Dense512 → Dropout → Dense10."""
+    keras, L = _keras(), _keras().layers
+    inputs, x = _pixels_input()
+    for filters in (32, 64):
+        x = L.Conv2D(filters, 3, padding="same")(x)
+        x = L.Activation("relu")(x)
+        x = L.Conv2D(filters, 3, padding="valid")(x)
+        x = L.Activation("relu")(x)
+        x = L.MaxPooling2D(2)(x)
+        x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(512)(x)
+    x = L.Activation("relu")(x)
+    x = L.Dropout(0.5)(x)
+    x = L.Dense(NUM_CLASSES)(x)
+    outputs = L.Activation("softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed002_m2_cnn")
+
+
+@register_model(
+    source=_SEED002.format(3),
+    recipe=Recipe(
+        "sgd",
+        {"learning_rate": 0.01, "momentum": 0.9},
+        batch_size=32,
+        phases=(Phase(15),),
+        notes="batch size unstated: Keras default 32; dropout 0.2 after the first conv and 0.5 after Dense512, "
+        "max-norm 3 on every kernel (the write-up imports maxnorm; these layers match the well-known tutorial it follows)",
+    ),
+    params=4_210_090,
+    accuracy=72.04,
+)
+def seed002_m3_cnn():
+    """Conv32 same → Dropout → Conv32 same → MaxPool → Flatten → Dense512 → Dropout → Dense10, max-norm 3."""
+    keras, L = _keras(), _keras().layers
+    maxnorm = keras.constraints.MaxNorm(3)
+    inputs, x = _pixels_input()
+    x = L.Conv2D(32, 3, padding="same", activation="relu", kernel_constraint=maxnorm)(x)
+    x = L.Dropout(0.2)(x)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", kernel_constraint=maxnorm)(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(512, activation="relu", kernel_constraint=maxnorm)(x)
+    x = L.Dropout(0.5)(x)
+    outputs = L.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed002_m3_cnn")
+
+
+# --- seed 003: the BatchNorm CNN notebook --------------------------------------------------
+
+
+@register_model(
+    source="seed 003: CIFAR-10 CNN notebook with BatchNorm (functional API, classification report)",
+    recipe=Recipe(
+        "adam",
+        batch_size=32,
+        phases=(Phase(10), Phase(10, augment=True)),
+        notes="Adam with Keras defaults; phase 2 augments with width/height shift 0.1 (nearest fill) and horizontal flip",
+    ),
+    params=2_397_226,
+    accuracy=83.99,
+)
+def seed003_bn_cnn():
+    """[Conv→BN]x2 → MaxPool for 32, 64, 128 filters → Flatten → Dropout 0.2 → Dense1024 → Dropout 0.2 → Dense10."""
+    keras, L = _keras(), _keras().layers
+    inputs, x = _pixels_input()
+    for filters in (32, 64, 128):
+        for _ in range(2):
+            x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
+            x = L.BatchNormalization()(x)
+        x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    x = L.Dropout(0.2)(x)
+    x = L.Dense(1024, activation="relu")(x)
+    x = L.Dropout(0.2)(x)
+    outputs = L.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed003_bn_cnn")
+
+
+# --- seed 004: MLP and transfer learning ---------------------------------------------------
+
+_SEED004 = "seed 004: 'Image Classification' (MLP, CNN and transfer learning from Inception)"
+
+
+@register_model(
+    source=_SEED004 + ", MLP (layers undocumented: ours)",
+    recipe=Recipe("adam", batch_size=64, phases=(Phase(20),), notes="the write-up names an MLP without layers or recipe: "
+                  "Flatten → Dense512 → Dropout 0.2 → Dense256 → Dropout 0.2 → Dense10, Adam, batch 64, 20 epochs"),
+)
+def seed004_mlp():
+    """MLP on raw pixels: Dense512 → Dense256 → Dense10 with dropout 0.2 (our design; the write-up gives none)."""
+    keras, L = _keras(), _keras().layers
+    inputs, x = _pixels_input()
+    x = L.Flatten()(x)
+    x = L.Dense(512, activation="relu")(x)
+    x = L.Dropout(0.2)(x)
+    x = L.Dense(256, activation="relu")(x)
+    x = L.Dropout(0.2)(x)
+    outputs = L.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed004_mlp")
+
+
+def _transfer(backbone_name, backbone, size, scale, offset, head_units, name):
+    """Upscale → backbone's own scaling → frozen backbone → small dense head, as one deployable model.
+
+    Returns the assembled model; ``model.backbone`` / ``model.head`` are exposed through the
+    layer names "backbone" and "head" so training can cache features and fit the head alone.
+    """
+    keras, L = _keras(), _keras().layers
+    backbone.trainable = False
+    inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
+    x = L.Resizing(size, size, interpolation="bilinear", name="upscale")(inputs)
+    x = L.Rescaling(scale, offset=offset, name="backbone_scaling")(x)
+    feats = backbone(x, training=False)
+    head_in = keras.Input(shape=feats.shape[1:], name="features")
+    h = L.Dropout(0.2)(head_in)
+    if head_units:
+        h = L.Dense(head_units, activation="relu")(h)
+        h = L.Dropout(0.2)(h)
+    head = keras.Model(head_in, L.Dense(NUM_CLASSES, activation="softmax", name="probs")(h), name="head")
+    return keras.Model(inputs, head(feats), name=name)
+
+
+@register_model(
+    source=_SEED004 + ", transfer learning; MobileNetV2 alpha 0.35 at 96 px is our edge-sized backbone",
+    recipe=Recipe("adam", batch_size=64, phases=(Phase(15),), kind="features",
+                  notes="ImageNet MobileNetV2 (alpha 0.35, no top, avg-pool) frozen at 96x96; features of the upscaled images "
+                        "cached once; head Dropout 0.2 → Dense256 → Dropout 0.2 → Dense10 fitted with Adam"),
+)
+def seed004_mobilenetv2_transfer(weights=None, alpha: float = 0.35, size: int = 96):
+    """Frozen ImageNet MobileNetV2 (alpha 0.35, 96 px) + dense head: the edge-sized transfer model."""
+    keras = _keras()
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=alpha, include_top=False, pooling="avg", weights=weights
+    )
+    backbone.name = "backbone"  # noqa: keras allows renaming before use
+    return _transfer("mobilenet_v2", backbone, size, 1 / 127.5, -1.0, 256, "seed004_mobilenetv2_transfer")
+
+
+@register_model(
+    source=_SEED004 + ", transfer learning from InceptionV3 at 299x299 (21,802,784 frozen params)",
+    recipe=Recipe("adam", batch_size=64, phases=(Phase(10),), kind="features",
+                  notes="as documented: frozen InceptionV3 (no top, avg-pool, 2048-d) at 299x299, features cached, "
+                        "a Dense10 classification head; very slow on CPU"),
+)
+def seed004_inceptionv3_transfer(weights=None, size: int = 299):
+    """Frozen ImageNet InceptionV3 at 299 px + Dense10 head, as the write-up documents (not edge-sized)."""
+    keras = _keras()
+    backbone = keras.applications.InceptionV3(input_shape=(size, size, 3), include_top=False, pooling="avg", weights=weights)
+    backbone.name = "backbone"
+    return _transfer("inception_v3", backbone, size, 1 / 127.5, -1.0, 0, "seed004_inceptionv3_transfer")
