@@ -1,0 +1,106 @@
+"""`edgecifar run`: classify camera, video, stream or image frames live with an exported model.
+
+Imports only numpy, OpenCV and a runtime (LiteRT / tflite-runtime / onnxruntime): never TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from .runtime import BACKENDS
+
+
+def parse_serve(value: str) -> tuple[str, int]:
+    """--serve [HOST:]PORT → (host, port); the host defaults to all interfaces (a Pi is usually headless)."""
+    m = re.fullmatch(r"(?:(\[[0-9a-fA-F:]+\]|[^:]+):)?(\d{1,5})", value.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise UserError(f"--serve {value!r}: write PORT or HOST:PORT, e.g. --serve 8080 or --serve 127.0.0.1:8080")
+    host = (m.group(1) or "0.0.0.0").strip("[]")
+    return host, int(m.group(2))
+
+
+@click.command("run")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.option("--source", "-s", "source_spec", default="0", show_default=True, metavar="SRC",
+              help="Camera index (0), /dev/videoN, picamera2[:lores][:WxH], a video, an image, a folder or glob of "
+                   "images, an rtsp:// or http:// URL, or a GStreamer pipeline ending in appsink.")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Force a runtime (default: litert, else tflite_runtime, "
+              "else tensorflow for .tflite; onnxruntime for .onnx).")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's choice).")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels reported per frame.")
+@click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), metavar="ALPHA",
+              help="Temporal smoothing: EMA of probabilities, ALPHA = weight of the past (e.g. 0.6). For cameras and videos.")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON line per frame on stdout (messages go to stderr).")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the annotated video (.mp4, .avi, .mkv, .mov).")
+@click.option("--show", is_flag=True, help="Show an annotated window (needs a display and non-headless OpenCV); q quits.")
+@click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG) on this port.")
+@click.option("--token", help="Access token for --serve (clients add ?token=...).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N classified frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
+def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
+    """Classify frames from SRC with MODEL_FILE (.tflite or .onnx from `edgecifar export`) and print the top-k.
+
+    \b
+    Examples:
+      edgecifar run model_int8.tflite --source 0                  # USB webcam
+      edgecifar run model_int8.tflite --source picamera2:lores    # Pi CSI camera, ISP-downscaled stream
+      edgecifar run model_int8.onnx --source clip.mp4 --json > predictions.jsonl
+      edgecifar run model_int8.tflite --source photos/ --top-k 5
+      edgecifar run model_int8.tflite --source 0 --smooth 0.6 --save out.mp4 --serve 8080
+
+    Ctrl-C (or SIGTERM) stops cleanly and prints the per-stage latency summary.
+    """
+    from .runner import RunOptions, check_display, run
+    from .runtime import Classifier
+    from .sources import open_source
+
+    if token and not serve:
+        raise UserError("--token only applies to --serve; add --serve PORT")
+    serve_at = parse_serve(serve) if serve else None
+    if show:
+        check_display()  # before loading anything: a refusal should be instant
+    info = sys.stderr if json_lines else sys.stdout
+
+    clf = Classifier(model_file, backend=backend, threads=threads)
+    _check_metadata(clf)
+    meta = clf.meta
+    what = f"{meta.get('model', '?')} {meta.get('format', '')}".strip() if meta else "no edgecifar metadata: class indices as labels"
+    click.echo(f"model: {clf.describe()} ({what})", file=info)
+    if threads is None:
+        click.echo(f"threads: runtime default ({os.cpu_count()} CPU cores here); set --threads to pin", file=info)
+
+    source = open_source(source_spec)
+    if smooth and source.kind == "images":
+        click.echo("warning: --smooth averages over consecutive images of a folder, which are unrelated", file=info)
+    fps = f", {source.fps:g} FPS" if source.fps else ""
+    click.echo(f"source: {source.description}{fps}", file=info)
+    h, w = clf.input_size
+    click.echo(f"preprocess: center-crop to square, INTER_AREA resize to {w}x{h}, BGR→RGB"
+               + (", quantize with the model's input scale/zero point" if clf.input_quant else ""), file=info)
+    opts = RunOptions(top_k=top_k, smooth=smooth, max_frames=max_frames, duration=duration, json_lines=json_lines,
+                      save=save, show=show, serve=serve_at, token=token)
+    try:
+        run(clf, source, opts)
+    finally:
+        source.close()
+
+
+def _check_metadata(clf) -> None:
+    """A sidecar that disagrees with the model it sits beside is stale: refuse rather than mislabel."""
+    meta = clf.meta
+    if not meta:
+        return
+    names = meta.get("class_names") or []
+    if names and len(names) != clf.num_classes:
+        raise UserError(f"{clf.path}: metadata lists {len(names)} classes but the model outputs {clf.num_classes}; "
+                        "the sidecar is stale, re-export the model")
+    inp = meta.get("input") or {}
+    if inp.get("height") and inp.get("width") and (int(inp["height"]), int(inp["width"])) != clf.input_size:
+        raise UserError(f"{clf.path}: metadata says input {inp['height']}x{inp['width']} but the model takes "
+                        f"{clf.input_size[0]}x{clf.input_size[1]}; the sidecar is stale, re-export the model")

@@ -1,0 +1,326 @@
+"""The live loop of `edgecifar run`: frames from a Source → Classifier → top-k → outputs.
+
+One frame at a time, timed per stage (stats.STAGES):
+    capture → preprocess (crop, INTER_AREA resize, BGR→RGB, input quantization) → inference
+    → postprocess (dequantize, optional EMA smoothing, top-k) → outputs
+Outputs: a JSON line or a status line per frame, and optionally an annotated video (--save),
+a window (--show) and a live browser view (--serve, edgecifar.device.serve).
+
+Stopping: end of stream, --max-frames, --duration, Ctrl-C (SIGINT) or SIGTERM (systemd) — all
+print the summary. A frame that fails to decode is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .overlay import annotate
+from .preprocess import frame_to_rgb
+from .stats import RunStats
+
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+STATUS_INTERVAL_TTY = 0.2      # seconds between carriage-return updates on a terminal
+STATUS_INTERVAL_PLAIN = 5.0    # seconds between status lines in a log (systemd journal, a pipe)
+
+
+@dataclass
+class RunOptions:
+    top_k: int = 3
+    smooth: float | None = None     # EMA weight of the past: p = smooth * p_prev + (1 - smooth) * p_frame
+    max_frames: int | None = None
+    duration: float | None = None
+    json_lines: bool = False
+    save: Path | None = None
+    show: bool = False
+    serve: tuple[str, int] | None = None
+    token: str | None = None
+
+
+class Stop(Exception):
+    """Raised inside the loop by SIGTERM, so a systemd stop ends like Ctrl-C: summary, exit 0."""
+
+
+def check_display() -> None:
+    """--show needs a display: cv2.imshow without one aborts the whole process (no exception to catch)."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--show needs a display but neither DISPLAY nor WAYLAND_DISPLAY is set (ssh or a service?); "
+                        "use --save out.mp4 or --serve 8080 instead")
+    import cv2
+
+    build = cv2.getBuildInformation()
+    gui = build.split("GUI:", 1)[1].splitlines()[0].strip() if "GUI:" in build else ""
+    if gui.upper() in ("", "NONE", "NO"):
+        raise UserError("--show needs an OpenCV with a GUI, but this one is headless (opencv-python-headless); "
+                        "pip install opencv-python (instead of the headless wheel), or use --save / --serve")
+
+
+class VideoSink:
+    """--save: annotated frames to a video file, written under a temporary name and renamed when the run ends."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in VIDEO_FOURCC:
+            raise UserError(f"--save {self.path}: use one of {', '.join(sorted(VIDEO_FOURCC))}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--save {self.path}: cannot create {self.path.parent} ({e.strerror})") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise UserError(f"--save {self.path}: {self.path.parent} is not writable")
+        # The temporary name keeps the extension: OpenCV picks the container from it.
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{ext}")
+        self.fourcc = VIDEO_FOURCC[ext]
+        self.fps = fps
+        self._writer = None
+        self._size = None
+
+    def write(self, frame: np.ndarray) -> None:
+        import cv2
+
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                self.tmp.unlink(missing_ok=True)
+                raise UserError(f"--save {self.path}: OpenCV cannot write {self.fourcc} video here; try --save out.avi")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)  # images of a folder differ in size
+        self._writer.write(frame)
+
+    def finish(self, keep: bool) -> Path | None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if keep and self.tmp.exists():
+            os.replace(self.tmp, self.path)
+            return self.path
+        self.tmp.unlink(missing_ok=True)
+        return None
+
+
+class Window:
+    """--show: an OpenCV window; q or Esc or closing it stops the run."""
+
+    NAME = "edgecifar"
+
+    def __init__(self):
+        check_display()
+
+    def show(self, frame: np.ndarray) -> bool:
+        import cv2
+
+        cv2.imshow(self.NAME, frame)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        return cv2.getWindowProperty(self.NAME, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyAllWindows()
+
+
+class StatusLine:
+    """Human output: one line rewritten in place on a terminal, a line every few seconds in a log."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.interval = STATUS_INTERVAL_TTY if self.tty else STATUS_INTERVAL_PLAIN
+        self._last = -1e9
+        self._width = 0
+
+    def update(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        if self.tty:
+            pad = max(0, self._width - len(text))
+            self._width = len(text)
+            self.stream.write("\r" + text + " " * pad)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+def top_k(probs: np.ndarray, k: int, class_names: list[str]) -> list[tuple[int, str, float]]:
+    idx = np.argsort(-probs, kind="stable")[:k]
+    return [(int(i), class_names[i], float(probs[i])) for i in idx]
+
+
+def _install_sigterm():
+    """SIGTERM → Stop in the main thread (systemd's `stop`); returns the previous handler to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Stop()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
+    """Classify every frame of `source` with `clf` until a stop condition; returns the stats (already printed)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    info_stream = err if opts.json_lines else out  # keep stdout pure JSON lines for scripts
+    names = clf.class_names
+    k = max(1, min(opts.top_k, len(names)))
+    size = clf.input_size
+    color_order = ((clf.meta.get("input") or {}).get("color_order") or "RGB").upper()
+
+    sink = VideoSink(opts.save, source.fps or 15.0) if opts.save else None
+    window = Window() if opts.show else None
+    server = None
+    if opts.serve:
+        try:
+            from .serve import LiveServer
+        except ImportError as e:
+            if e.name and e.name.startswith("edgecifar"):
+                raise UserError("--serve is not available in this edgecifar build (edgecifar.device.serve is missing)") from None
+            raise UserError(f"--serve needs {e.name}; pip install 'edgecifar[device]'") from None
+        host, port = opts.serve
+        server = LiveServer(host, port, opts.token, {"model": clf.path.name, "runtime": clf.runtime, "source": source.description,
+                                                      "class_names": list(names), "top_k": k})
+        server.start()
+        print(f"live view: {server.url}", file=info_stream, flush=True)
+
+    # One untimed warm-up call: the first invocation allocates and packs weights (XNNPACK) and would skew the stats.
+    clf.infer(clf.quantize_input(np.zeros((1, *size, 3), np.uint8)))
+    status = None if opts.json_lines else StatusLine(out)
+    stats = RunStats()
+    smoothed = None
+    position = -1          # index of the frame in the source, undecodable ones included
+    reason = "end of stream"
+    keep_video = True
+    previous_sigterm = _install_sigterm()
+    deadline = None
+    try:
+        while True:
+            if opts.max_frames is not None and stats.frames >= opts.max_frames:
+                reason = f"--max-frames {opts.max_frames} reached"
+                break
+            t0 = time.perf_counter()
+            if deadline is None and opts.duration is not None:
+                deadline = t0 + opts.duration
+            if deadline is not None and t0 >= deadline:
+                reason = f"--duration {opts.duration:g} s reached"
+                break
+            ok, frame, name = source.read()
+            t1 = time.perf_counter()
+            if not ok:
+                if name is None:
+                    break
+                position += 1
+                stats.fail(name)
+                print(f"warning: skipped {name}: cannot decode it", file=err, flush=True)
+                continue
+            position += 1
+            rgb = frame_to_rgb(frame, size, "BGR")
+            if color_order == "BGR":
+                rgb = np.ascontiguousarray(rgb[..., ::-1])
+            x = clf.quantize_input(rgb[None])
+            t2 = time.perf_counter()
+            raw = clf.infer(x)
+            t3 = time.perf_counter()
+            probs = clf.dequantize_output(raw)[0]
+            if opts.smooth:
+                smoothed = probs if smoothed is None else opts.smooth * smoothed + (1 - opts.smooth) * probs
+                probs = smoothed
+            top = top_k(probs, k, names)
+            t4 = time.perf_counter()
+            ms = {"capture": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
+                  "postprocess": (t4 - t3) * 1e3}
+            stats.add(ms)
+
+            record = {"frame": position}
+            if name is not None:
+                record["file"] = name
+            record["time"] = round(time.time(), 3)
+            record["top"] = [{"label": label, "index": i, "confidence": round(conf, 4)} for i, label, conf in top]
+            record["ms"] = {key: round(v, 3) for key, v in ms.items()}
+            if opts.json_lines:
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+            else:
+                label, conf = top[0][1], top[0][2]
+                status.update(f"frame {position}: {label} {100 * conf:.0f}%  "
+                              + "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top[1:])
+                              + f"  | {stats.live_fps:.1f} FPS, inference {ms['inference']:.1f} ms")
+            if sink or window or server:
+                annotated = annotate(frame, [(lb, c) for _, lb, c in top], stats.live_fps, note=name)
+                if sink:
+                    sink.write(annotated)
+                if server:
+                    server.publish(annotated, {**record, "fps": round(stats.live_fps, 2)})
+                if window and not window.show(annotated):
+                    reason = "window closed"
+                    break
+    except KeyboardInterrupt:
+        reason = "stopped by Ctrl-C"
+    except Stop:
+        reason = "stopped by SIGTERM"
+    except BrokenPipeError:
+        # `edgecifar run ... --json | head`: the reader is gone; stop like end of stream.
+        reason = "output closed"
+        _silence_stdout()
+    except BaseException:
+        keep_video = False
+        raise
+    finally:
+        stats.stop()
+        # A second Ctrl-C during cleanup would lose the video and the summary; cleanup takes milliseconds.
+        previous_sigint = _ignore_sigint()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        if status:
+            status.end()
+        saved = sink.finish(keep_video and stats.frames > 0) if sink else None
+        if window:
+            window.close()
+        if server:
+            server.close()
+        summary = stats.format_summary(reason if keep_video else "stopped by an error")
+        print(summary, file=info_stream, flush=True)
+        if saved:
+            print(f"saved {saved}", file=info_stream, flush=True)
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
+    return stats
+
+
+def _ignore_sigint():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
