@@ -82,3 +82,53 @@ def _checked(meta: dict, where) -> dict:
     if meta.get("schema") != SCHEMA:
         raise UserError(f"{where}: metadata schema {meta.get('schema')!r}, expected {SCHEMA!r}; re-export with this edgecifar")
     return meta
+
+
+# --- writing (export side) ------------------------------------------------------------
+
+
+def build(*, model: str, fmt: str, class_names: list[str], input_shape, preprocessing: dict, input_dtype: str,
+          input_quant, output_dtype: str, output_quant, source_model: dict, calibration: dict | None,
+          tool: dict, conversion: dict | None = None) -> dict:
+    """A schema-conformant metadata dict. Quantization pairs are (scale, zero_point) or None."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    height, width, channels = (int(d) for d in input_shape)
+
+    def quant(q):
+        return None if q is None else {"scale": float(q[0]), "zero_point": int(q[1])}
+
+    meta = {
+        "schema": SCHEMA,
+        "model": model,
+        "format": fmt,
+        "class_names": list(class_names),
+        "input": {
+            "height": height, "width": width, "channels": channels,
+            "layout": preprocessing.get("layout", "NHWC"),
+            "color_order": preprocessing.get("color_order", "RGB"),
+            "resize": "center-crop to square, cv2.INTER_AREA",
+            "range": [0, 255],
+            "scale": float(preprocessing.get("scale", 1.0)),
+            "offset": float(preprocessing.get("offset", 0.0)),
+            "dtype": input_dtype,
+            "quantization": quant(input_quant),
+        },
+        "output": {"kind": "probabilities", "dtype": output_dtype, "quantization": quant(output_quant)},
+        "source_model": dict(source_model),
+        "calibration": calibration,
+        "tool": dict(tool),
+    }
+    if conversion is not None:
+        meta["conversion"] = dict(conversion)
+    return meta
+
+
+def write_sidecar(model_path, meta: dict) -> Path:
+    """Write `<file>.json` beside a .tflite, atomically."""
+    from ..files import write_json
+
+    _checked(meta, model_path)
+    path = sidecar_path(model_path)
+    write_json(path, meta)
+    return path

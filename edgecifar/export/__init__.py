@@ -1,0 +1,327 @@
+"""Stage 5 — export a trained run to device formats, calibrated, metadata-tagged and checked.
+
+    export_run(run_dir)  →  RUN/export/<model>_{float32,float16,dynamic,int8}.tflite (+ .json sidecars)
+                            RUN/export/<model>_{float32,int8}.onnx
+                            RUN/export/export_report.{json,md}
+
+Order of work: validate every input first (nothing is written for a bad one), then per format
+convert → write atomically with metadata → check in the device runtime against Keras. One
+format failing is recorded in the report and does not stop the others.
+
+TensorFlow is imported only inside the functions that need it, so `edgecifar --help` and the
+device side stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ..device import metadata as meta_io
+from ..errors import UserError
+
+FORMATS = meta_io.FORMATS
+INT8_FORMATS = ("tflite_int8", "onnx_int8")
+FP16_FORMATS = ("tflite_float16",)
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+def artifact_name(model: str, fmt: str) -> str:
+    """seed002_m1_cnn + tflite_int8 → seed002_m1_cnn_int8.tflite"""
+    kind, precision = fmt.split("_", 1)
+    return f"{model}_{precision}.{kind}"
+
+
+def select_formats(formats=None, int8: bool = False, fp16: bool = False) -> list[str]:
+    """--formats a,b (free choice), --int8, --fp16, combinable; none of them → every format."""
+    chosen = []
+    if formats:
+        names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+        unknown = [f for f in names if f not in FORMATS]
+        if unknown or not names:
+            raise UserError(f"unknown format(s) {', '.join(unknown) or '(empty list)'} in --formats; choose from {','.join(FORMATS)}")
+        chosen += names
+    if int8:
+        chosen += INT8_FORMATS
+    if fp16:
+        chosen += FP16_FORMATS
+    if not chosen:
+        chosen = list(FORMATS)
+    return [f for f in FORMATS if f in chosen]  # canonical order, no duplicates
+
+
+def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_samples: int | None = None, data_dir=None,
+               io_dtype: str = "uint8", opset: int = 17, per_channel: bool = True, calib_method: str = "minmax",
+               max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
+               command: str | None = None) -> dict:
+    """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
+
+    report["max_drop"]["exceeded"] lists int8 formats that lost more than `max_drop` pp (or failed).
+    """
+    from .. import data as cifar
+    from .. import runs
+    from ..files import sha256_file
+    from . import check as checking
+    from . import report as reporting
+    from .calibration import CalibrationSet, validate_count
+
+    t_start = time.perf_counter()
+    fmts = select_formats(formats)
+    _validate_options(io_dtype, calib_method, check_samples, opset)
+    needs_calib = any(f in INT8_FORMATS for f in fmts)
+    if needs_calib:
+        validate_count(calib_samples, 10**9)  # lower bound now, before anything slow; upper bound once data is loaded
+
+    # 1. The source model.
+    run = runs.resolve_run(run_dir, runs_dir)
+    model_path = run if run.is_file() else run / "model.keras"
+    run = run.parent if run.is_file() else run
+    manifest = runs.read_manifest(run)
+    _quiet_tensorflow()
+    keras_model = runs.load_model(model_path)
+    input_shape = _image_input_shape(keras_model, model_path)
+    model_name = manifest.get("model") or keras_model.name
+    echo(f"model: {model_name} from {model_path} (input {input_shape}, {len(fmts)} format(s): {', '.join(fmts)})")
+
+    # 2. Data: the test split judges, the training split calibrates.
+    ds = cifar.load(data_dir, splits=("train", "test") if needs_calib else ("test",))
+    calib = None
+    if needs_calib:
+        calib = CalibrationSet.from_training_split(ds.train, calib_samples, seed=0, fingerprint=ds.fingerprint, echo=echo)
+        echo(f"calibration: {len(calib)} training images, stratified by class (seed 0); TFLite and ONNX use the same ones")
+
+    # 3. Output directory, proven writable before any conversion.
+    out = Path(out_dir) if out_dir else run / "export"
+    _ensure_writable(out)
+
+    ref = checking.reference(keras_model, ds.test, check_samples, echo)
+    source_model = {"sha256": sha256_file(model_path), "run": str(run),
+                    "keras_test_accuracy": (manifest.get("metrics") or {}).get("test_accuracy")}
+    class_names = manifest.get("class_names") or ds.class_names
+    versions = runs.library_versions()
+    preprocessing = manifest.get("preprocessing") or {}
+
+    def metadata(fmt, io, conversion):
+        return meta_io.build(model=model_name, fmt=fmt, class_names=class_names, input_shape=input_shape,
+                             preprocessing=preprocessing, input_dtype=io["input_dtype"], input_quant=io["input_quant"],
+                             output_dtype=io["output_dtype"], output_quant=io["output_quant"], source_model=source_model,
+                             calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
+                             tool=versions, conversion=conversion)
+
+    # 4. Convert, write, check — format by format.
+    artifacts = []
+    tflite_fmts = [f for f in fmts if f.startswith("tflite_")]
+    onnx_fmts = [f for f in fmts if f.startswith("onnx_")]
+    step = iter(range(1, len(fmts) + 1))
+    if tflite_fmts:
+        with tempfile.TemporaryDirectory(prefix="edgecifar-export-") as tmp:
+            saved, saved_error = None, None
+            try:
+                from . import tflite_export
+
+                echo("preparing a SavedModel for the TFLite converter")
+                saved = tflite_export.saved_model(keras_model, Path(tmp))
+            except Exception as e:  # every TFLite format fails with this reason; ONNX goes on
+                saved_error = _reason(e)
+            for fmt in tflite_fmts:
+                echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
+                path = out / artifact_name(model_name, fmt)
+                artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _tflite(
+                    fmt, path, saved, saved_error, calib, io_dtype, per_channel, metadata, echo)))
+    for fmt in onnx_fmts:
+        echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
+        path = out / artifact_name(model_name, fmt)
+        artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _onnx(
+            fmt, path, model_path, calib, opset, per_channel, calib_method, metadata, echo)))
+
+    # 5. Optional quantization debugging.
+    debug_paths = _debug_quant(artifacts, model_path, calib, out, echo) if debug_quant else None
+
+    report = {
+        "schema": reporting.SCHEMA,
+        "command": command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run),
+        "model": model_name,
+        "source_model": {**source_model, "path": str(model_path)},
+        "check": {**ref.subset, "keras_accuracy": ref.keras_correct / len(ref.labels),
+                  "runtime": "edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime for .onnx)"},
+        "calibration": calib.describe() if calib is not None else None,
+        "budgets_pp": {f: checking.BUDGETS_PP[f] for f in fmts},
+        "settings": {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset,
+                     "onnx_calib_method": calib_method, "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"},
+        "artifacts": artifacts,
+        "debug_quant": debug_paths,
+        "max_drop": _max_drop(artifacts, max_drop),
+        "versions": versions,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    json_path, md_path = reporting.save(report, out)
+    echo("")
+    echo(reporting.table(report))
+    echo(f"\nwrote {json_path} and {md_path.name}")
+    if report["max_drop"] and report["max_drop"]["exceeded"]:
+        echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
+    _next_steps(artifacts, run, echo)
+    return report
+
+
+# --- one format -------------------------------------------------------------------------
+
+
+def _one(fmt, path: Path, ref, echo, produce) -> dict:
+    """Produce one artifact and check it; any exception marks this format failed and removes its files."""
+    from . import check as checking
+
+    row = {"format": fmt, "path": str(path), "budget_pp": checking.BUDGETS_PP[fmt]}
+    t0 = time.perf_counter()
+    stage = "conversion"
+    try:
+        row["conversion"] = produce()
+        row["convert_seconds"] = round(time.perf_counter() - t0, 2)
+        row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
+        echo(f"    wrote {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
+        stage = "check"
+        row.update(checking.check(path, fmt, ref, echo))
+    except Exception as e:
+        for p in (path, meta_io.sidecar_path(path)):
+            if p.exists():
+                p.unlink()
+        row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None)
+        echo(f"    {fmt} FAILED during {stage}: {_reason(e)}")
+        return row
+    echo(f"    {fmt}: top-1 {100 * row['accuracy']:.2f}% ({row['delta_pp']:+.2f} pp vs Keras, budget "
+         f"{row['budget_pp']:g}), agreement {100 * row['agreement']:.2f}% — {row['status']}")
+    return row
+
+
+def _tflite(fmt, path, saved, saved_error, calib, io_dtype, per_channel, metadata, echo) -> dict:
+    from . import tflite_export
+
+    if saved is None:
+        raise RuntimeError(f"SavedModel export failed: {saved_error}")
+    kind = fmt.split("_", 1)[1]
+    model_bytes = tflite_export.convert(saved, kind, calib, io_dtype, per_channel)
+    io = tflite_export.io_details(model_bytes)
+    conversion = tflite_export.settings(kind, io_dtype, per_channel)
+    meta = metadata(fmt, io, conversion)
+    tflite_export.write(model_bytes, path)
+    meta_io.write_sidecar(path, meta)
+    return conversion
+
+
+def _onnx(fmt, path, model_path, calib, opset, per_channel, calib_method, metadata, echo) -> dict:
+    from .onnx_export import export_onnx
+
+    quantize = fmt == "onnx_int8"
+    io = {"input_dtype": "float32", "input_quant": None, "output_dtype": "float32", "output_quant": None}
+    conversion = {"converter": f"tf2onnx (opset {opset})"}
+    if quantize:
+        conversion.update(quantizer="onnxruntime.quantization.quantize_static, QDQ int8", per_channel=bool(per_channel),
+                          calib_method=calib_method, io="float32 (quantization inside the graph)")
+    images = calib.images if (quantize and calib is not None) else None
+    export_onnx(model_path, path, images, quantize=quantize, opset=opset, per_channel=per_channel,
+                calib_method=calib_method, metadata=metadata(fmt, io, conversion))
+    if not path.is_file():
+        raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
+    return conversion
+
+
+def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
+    from . import debug_quant
+
+    paths = []
+    for a in artifacts:
+        if a["format"] not in INT8_FORMATS or not a.get("path"):
+            continue
+        echo(f"quantization debug: {a['format']}")
+        fn = debug_quant.debug_tflite if a["format"] == "tflite_int8" else debug_quant.debug_onnx
+        try:
+            result = fn(model_path, Path(a["path"]), calib, out, echo=echo)
+        except Exception as e:
+            echo(f"    debug of {a['format']} failed: {_reason(e)}")
+            continue
+        paths += [str(p) for p in (result if isinstance(result, (list, tuple)) else [result]) if p]
+    for p in paths:
+        echo(f"    {p}")
+    return paths
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _validate_options(io_dtype, calib_method, check_samples, opset):
+    if io_dtype not in ("uint8", "int8"):
+        raise UserError(f"--io {io_dtype!r}: choose uint8 (default) or int8")
+    if calib_method not in CALIB_METHODS:
+        raise UserError(f"--calib-method {calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
+    if check_samples is not None and check_samples < 1:
+        raise UserError(f"--check-samples {check_samples}: must be at least 1 (leave it out for the full 10,000-image test set)")
+    if not 11 <= int(opset) <= 21:
+        raise UserError(f"--opset {opset}: choose an ONNX opset between 11 and 21 (default 17)")
+
+
+def _image_input_shape(model, path) -> tuple[int, int, int]:
+    """(H, W, 3) of a model taking one NHWC RGB image tensor, else a UserError."""
+    try:
+        inputs = model.inputs
+        shape = tuple(inputs[0].shape)
+        out_shape = tuple(model.outputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        raise UserError(f"{path}: the model has no defined input; export needs a functional or Sequential model built "
+                        "on a 32x32x3 image input") from None
+    if len(inputs) != 1 or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(d, int) for d in shape[1:]):
+        raise UserError(f"{path}: input shape {shape} is not an image tensor (N, H, W, 3); export needs a CIFAR-style "
+                        "image classifier (e.g. one from `edgecifar train`)")
+    if len(out_shape) != 2:
+        raise UserError(f"{path}: output shape {out_shape} is not (N, classes); export needs a classifier with a softmax output")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _ensure_writable(out: Path) -> None:
+    created = []
+    probe = None
+    try:
+        for p in reversed([out, *out.parents]):
+            if not p.exists():
+                p.mkdir()
+                created.append(p)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for p in reversed(created):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise UserError(f"cannot write to output directory {out}: {e.strerror or e}; pass --out to a writable folder") from None
+
+
+def _max_drop(artifacts, max_drop):
+    if max_drop is None:
+        return None
+    exceeded = [a["format"] for a in artifacts if a["format"] in INT8_FORMATS
+                and (a["status"] == "failed" or -a["delta_pp"] > max_drop + 1e-9)]
+    return {"pp": float(max_drop), "applies_to": list(INT8_FORMATS), "exceeded": exceeded}
+
+
+def _next_steps(artifacts, run: Path, echo) -> None:
+    ok = [a for a in artifacts if a.get("path")]
+    if not ok:
+        return
+    pick = next((a for a in ok if a["format"] == "tflite_int8"), ok[0])
+    echo("next:")
+    echo(f"  edgecifar run {pick['path']} --source 0   # classify camera frames on the device")
+    echo(f"  edgecifar benchmark {run}   # accuracy vs latency of every artifact")
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:300] if not isinstance(e, UserError) else text[:300]
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

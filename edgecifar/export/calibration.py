@@ -1,0 +1,115 @@
+"""Calibration data for post-training quantization: one set, shared by TFLite and ONNX.
+
+A CalibrationSet is a handful of *training* images (never test: the test set judges the
+result, it must not shape it), stratified by class, in exactly the form the model was trained
+on (raw RGB pixels 0..255 as float32; the Rescaling layer inside the model does the rest).
+It hands the same samples to each quantizer in the shape that quantizer wants, in the spirit
+of onnxruntime's CalibrationDataReader:
+
+    calib = CalibrationSet.from_training_split(train, 500)
+    converter.representative_dataset = calib.tflite_representative_dataset
+    quantize_static(..., calibration_data_reader=calib.onnx_reader("pixels"))
+    report["calibration"] = calib.describe()
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import data as cifar
+from ..errors import UserError
+
+DEFAULT_SAMPLES = 500
+WARN_BELOW = 100
+PROGRESS_EVERY = 100
+
+
+@dataclass
+class CalibrationSet:
+    images: np.ndarray  # (N, H, W, 3) uint8 RGB
+    labels: np.ndarray  # (N,) int
+    indices: np.ndarray  # positions in the training split
+    seed: int
+    split: str = "train"
+    source: dict = field(default_factory=dict)  # data fingerprint of the split it was drawn from
+    echo: object = None  # progress callback (calibration passes can take a while)
+
+    @classmethod
+    def from_training_split(cls, train: cifar.Split, n: int, seed: int = 0, fingerprint: dict | None = None,
+                            echo=None) -> "CalibrationSet":
+        n = validate_count(n, len(train), echo)
+        idx = cifar.stratified_indices(train.labels, n, seed)
+        return cls(train.images[idx], train.labels[idx], idx, seed, "train", dict(fingerprint or {}), echo)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def float_batches(self, batch_size: int = 1):
+        """Preprocessed exactly as in training: float32 pixels 0..255, NHWC."""
+        for i in range(0, len(self.images), batch_size):
+            yield self.images[i : i + batch_size].astype(np.float32)
+
+    def tflite_representative_dataset(self):
+        """Generator for TFLiteConverter.representative_dataset (one sample per step, as the converter expects)."""
+        for i, batch in enumerate(self.float_batches(1), 1):
+            if self.echo and (i % PROGRESS_EVERY == 0 or i == len(self)):
+                self.echo(f"    calibrating: {i}/{len(self)} samples")
+            yield [batch]
+
+    def onnx_reader(self, input_name: str, batch_size: int = 1):
+        """An onnxruntime.quantization.CalibrationDataReader over the same samples."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        calib = self
+
+        class _Reader(CalibrationDataReader):
+            def __init__(self):
+                self._it = iter(calib.float_batches(batch_size))
+                self._seen = 0
+
+            def get_next(self):
+                batch = next(self._it, None)
+                if batch is None:
+                    return None
+                self._seen += len(batch)
+                if calib.echo and (self._seen % PROGRESS_EVERY == 0 or self._seen == len(calib)):
+                    calib.echo(f"    calibrating: {self._seen}/{len(calib)} samples")
+                return {input_name: batch}
+
+            def rewind(self):
+                self._it = iter(calib.float_batches(batch_size))
+                self._seen = 0
+
+        return _Reader()
+
+    def describe(self) -> dict:
+        """How the samples were chosen, precisely enough to draw the same ones again."""
+        counts = np.bincount(self.labels, minlength=cifar.NUM_CLASSES)
+        return {
+            "split": self.split,
+            "samples": int(len(self)),
+            "selection": f"edgecifar.data.stratified_indices(train labels, {len(self)}, seed={self.seed})",
+            "seed": int(self.seed),
+            "indices_sha256": hashlib.sha256(np.asarray(self.indices, "<i8").tobytes()).hexdigest(),
+            "per_class_counts": [int(c) for c in counts],
+            "preprocessing": "RGB pixels as float32 0..255, NHWC, as in training (scaling is inside the model)",
+            "train_split_sha256": self.source.get("train_sha256"),
+        }
+
+
+def validate_count(n: int, available: int, echo=None) -> int:
+    """Refuse calibration sets that cannot represent every class; warn when small."""
+    if n is None:
+        n = DEFAULT_SAMPLES
+    if n < cifar.NUM_CLASSES:
+        raise UserError(f"--calib-samples {n} is too small: calibration needs at least one image per class "
+                        f"({cifar.NUM_CLASSES}); use a few hundred (default {DEFAULT_SAMPLES})")
+    if n > available:
+        raise UserError(f"--calib-samples {n} is more than the {available} training images; use at most {available} "
+                        f"(a few hundred is enough, default {DEFAULT_SAMPLES})")
+    if n < WARN_BELOW and echo:
+        echo(f"warning: only {n} calibration samples; activation ranges may be poorly estimated (use >= {WARN_BELOW})")
+    return int(n)

@@ -1,0 +1,101 @@
+"""Check each exported artifact in the runtime that will run it on the device, against Keras.
+
+Everything goes through edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime
+for .onnx) fed uint8 RGB test images, exactly as the device runner feeds camera frames.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import data as cifar
+
+# Largest accepted top-1 drop vs Keras, in percentage points. Float32 should be bit-for-bit
+# close (one flipped image in 10,000 is 0.01 pp); float16 rounding may flip a borderline image;
+# int8 and dynamic-range quantization genuinely cost accuracy, 1 pp is the usual ceiling.
+BUDGETS_PP = {
+    "tflite_float32": 0.01,
+    "onnx_float32": 0.01,
+    "tflite_float16": 0.1,
+    "tflite_dynamic": 1.0,
+    "tflite_int8": 1.0,
+    "onnx_int8": 1.0,
+}
+PASSED, OVER_BUDGET, FAILED = "passed", "accuracy drop above budget", "failed"
+BATCH = 250
+
+
+@dataclass
+class Reference:
+    """The test images an artifact is judged on and the Keras model's answers for them."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    keras_probs: np.ndarray
+    subset: dict
+
+    @property
+    def keras_correct(self) -> int:
+        return int((self.keras_probs.argmax(1) == self.labels).sum())
+
+
+def pick_test_subset(test: cifar.Split, check_samples: int | None, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """All test images, or a class-stratified subset of `check_samples` (seeded, reproducible)."""
+    if check_samples is None or check_samples >= len(test):
+        return np.arange(len(test)), {"split": "test", "samples": len(test), "selection": "full test set"}
+    idx = cifar.stratified_indices(test.labels, check_samples, seed)
+    return idx, {"split": "test", "samples": int(len(idx)),
+                 "selection": f"stratified subset: edgecifar.data.stratified_indices(test labels, {check_samples}, seed={seed})"}
+
+
+def reference(keras_model, test: cifar.Split, check_samples: int | None, echo=print) -> Reference:
+    from ..train import predict_probs
+
+    idx, subset = pick_test_subset(test, check_samples)
+    images, labels = test.images[idx], test.labels[idx]
+    echo(f"keras reference on {subset['samples']} test images ({subset['selection']})")
+    probs = predict_probs(keras_model, images)
+    ref = Reference(images, labels, probs.astype(np.float32), subset)
+    echo(f"  keras top-1 {100 * ref.keras_correct / len(labels):.2f}%")
+    return ref
+
+
+def check(path: Path, fmt: str, ref: Reference, echo=print, budget_pp: float | None = None) -> dict:
+    """Top-1 accuracy, delta and agreement vs Keras, max |delta probability|, size, status."""
+    from ..device.runtime import Classifier
+
+    budget = BUDGETS_PP[fmt] if budget_pp is None else budget_pp
+    t0 = time.perf_counter()
+    clf = Classifier(path)
+    n = len(ref.labels)
+    probs = []
+    step = max(BATCH, (n // 4) // BATCH * BATCH)  # about four progress lines per artifact
+    for i in range(0, n, BATCH):
+        probs.append(clf.predict(ref.images[i : i + BATCH], batch_size=BATCH))
+        done = min(i + BATCH, n)
+        if done % step == 0 or done == n:
+            echo(f"    checking {fmt}: {done}/{n} images")
+    probs = np.concatenate(probs)
+    pred, kpred = probs.argmax(1), ref.keras_probs.argmax(1)
+    correct = int((pred == ref.labels).sum())
+    # Counts, not rounded fractions, so the budget comparison is exact (1 image = 100/n pp).
+    drop_pp = 100.0 * (ref.keras_correct - correct) / n
+    status = PASSED if drop_pp <= budget + 1e-9 else OVER_BUDGET
+    return {
+        "status": status,
+        "accuracy": correct / n,
+        "keras_accuracy": ref.keras_correct / n,
+        "delta_pp": 100.0 * (correct - ref.keras_correct) / n,
+        "budget_pp": budget,
+        "agreement": float((pred == kpred).mean()),
+        "max_abs_prob_delta": float(np.abs(probs - ref.keras_probs).max()),
+        "size_bytes": Path(path).stat().st_size,
+        "runtime": clf.runtime,
+        "input": f"{clf.input_dtype.name}" + (f" (scale {clf.input_quant[0]:.6g}, zero point {clf.input_quant[1]})" if clf.input_quant else ""),
+        "samples": n,
+        "check_seconds": round(time.perf_counter() - t0, 2),
+    }

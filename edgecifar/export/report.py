@@ -1,0 +1,102 @@
+"""The export report: one table on the terminal, export_report.json and export_report.md on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import write_json, write_text
+
+SCHEMA = "edgecifar.export_report/1"
+COLUMNS = ("format", "file", "size", "top-1", "Δ vs Keras", "agree", "max |Δp|", "budget", "status")
+
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def rows(report: dict) -> list[tuple[str, ...]]:
+    out = []
+    for a in report["artifacts"]:
+        if "accuracy" in a:
+            cells = (f"{100 * a['accuracy']:.2f}%", f"{a['delta_pp']:+.2f} pp", f"{100 * a['agreement']:.2f}%",
+                     f"{a['max_abs_prob_delta']:.4f}")
+        else:
+            cells = ("-", "-", "-", "-")
+        status = a["status"] + (f": {a['reason']}" if a.get("reason") else "")
+        out.append((a["format"], Path(a["path"]).name if a.get("path") else "-", _size(a.get("size_bytes")), *cells,
+                    f"{a['budget_pp']:g} pp", status))
+    return out
+
+
+def table(report: dict) -> str:
+    body = rows(report)
+    widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in body)) if body else len(COLUMNS[i]) for i in range(len(COLUMNS) - 1)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    lines = [fmt.format(*COLUMNS), fmt.format(*("-" * w for w in widths), "-" * 6)]
+    lines += [fmt.format(*r) for r in body]
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    chk, cal = report["check"], report.get("calibration")
+    lines = [
+        f"# Export report — {report['model']}",
+        "",
+        "Command:",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"Run: `{report['run']}` — source model sha256 `{report['source_model']['sha256'][:16]}…`"
+        + (f", test accuracy at training {100 * report['source_model']['keras_test_accuracy']:.2f}%"
+           if report["source_model"].get("keras_test_accuracy") is not None else ""),
+        "",
+        f"Checked on {chk['samples']} CIFAR-10 test images ({chk['selection']}), each artifact in its device runtime "
+        f"(edgecifar.device.runtime.Classifier); Keras top-1 on the same images: {100 * chk['keras_accuracy']:.2f}%.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows(report)]
+    lines += [
+        "",
+        "Δ vs Keras: artifact top-1 minus Keras top-1 on the same images, in percentage points (1 image = "
+        f"{100 / chk['samples']:.3g} pp here). agree: share of images where the artifact's top-1 class equals Keras'. "
+        "max |Δp|: largest absolute difference of any class probability. Budgets (largest accepted drop): "
+        + ", ".join(f"{k} {v:g} pp" for k, v in report["budgets_pp"].items()) + ".",
+        "",
+    ]
+    if report.get("max_drop") is not None:
+        md = report["max_drop"]
+        verdict = "exceeded by " + ", ".join(md["exceeded"]) if md["exceeded"] else "respected"
+        lines += [f"--max-drop {md['pp']:g} pp for int8 artifacts: {verdict}.", ""]
+    if cal:
+        lines += [
+            "## Calibration",
+            "",
+            f"{cal['samples']} images from the **{cal['split']}** split ({cal['selection']}), per class "
+            f"{cal['per_class_counts']}, indices sha256 `{cal['indices_sha256'][:16]}…`; {cal['preprocessing']}. "
+            "TFLite and ONNX int8 are calibrated on these same images.",
+            "",
+        ]
+    lines += ["## Conversion", ""]
+    for a in report["artifacts"]:
+        if a.get("conversion"):
+            settings = "; ".join(f"{k}: {v}" for k, v in a["conversion"].items())
+            lines.append(f"- {a['format']}: {settings}")
+    lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".", ""]
+    if report.get("debug_quant"):
+        lines += ["## Quantization debug reports", ""] + [f"- `{p}`" for p in report["debug_quant"]] + [""]
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    lines += [f"Tools: {versions}. Export took {report['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def save(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    json_path, md_path = Path(out_dir) / "export_report.json", Path(out_dir) / "export_report.md"
+    write_json(json_path, report)
+    write_text(md_path, markdown(report))
+    return json_path, md_path

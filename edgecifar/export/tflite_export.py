@@ -1,0 +1,145 @@
+"""Keras model → TFLite (float32, float16, dynamic-range, full-integer int8) with TF's converter.
+
+Path: Keras 3 ``model.export(..., format="tf_saved_model")`` once, then
+``tf.lite.TFLiteConverter.from_saved_model`` per format. Never ``from_concrete_functions`` on a
+live Keras 3 model: it silently produces NaN models.
+
+Settings chosen for the device, not for the newest runtime:
+    * dynamic-range: per-tensor weights for dense layers. TF 2.21 otherwise emits
+      FULLY_CONNECTED v12 (per-channel hybrid), which tflite-runtime 2.14 (still the one on
+      many Pis) refuses to load; per-tensor gives v9, which it knows. Conv stays per-channel.
+    * int8: TFLITE_BUILTINS_INT8 only, so conversion *fails* rather than leaving a float op
+      behind, and uint8 (default) or int8 input/output so the device feeds camera pixels
+      straight in: with calibration data spanning 0..255 the input scale is 1.0, i.e. lossless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_path
+
+KINDS = ("float32", "float16", "dynamic", "int8")
+IO_DTYPES = ("uint8", "int8")
+
+
+def saved_model(keras_model, directory: Path) -> Path:
+    """Keras 3 → SavedModel (the converter's most faithful input), quietly."""
+    path = Path(directory) / "saved_model"
+    with _quiet():
+        keras_model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def settings(kind: str, io_dtype: str = "uint8", per_channel: bool = True) -> dict:
+    """The converter settings of one format, as recorded in the artifact metadata."""
+    s = {"converter": "tf.lite.TFLiteConverter.from_saved_model (TF 2.x MLIR converter)", "optimizations": []}
+    if kind == "float16":
+        s.update(optimizations=["DEFAULT"], supported_types=["float16"])
+    elif kind == "dynamic":
+        s.update(optimizations=["DEFAULT"], dense_layers="per-tensor weights (FULLY_CONNECTED v9: loads in tflite-runtime 2.14)",
+                 conv_layers="per-channel weights")
+    elif kind == "int8":
+        s.update(optimizations=["DEFAULT"], supported_ops=["TFLITE_BUILTINS_INT8"], inference_input_type=io_dtype,
+                 inference_output_type=io_dtype, representative_dataset="calibration set (see calibration)",
+                 per_channel=bool(per_channel))
+    return s
+
+
+def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8", per_channel: bool = True) -> bytes:
+    import tensorflow as tf
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown TFLite kind {kind!r}")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if kind == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif kind == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    elif kind == "int8":
+        if calib is None:
+            raise ValueError("int8 conversion needs a calibration set")
+        io = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = calib.tflite_representative_dataset
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = io
+        conv.inference_output_type = io
+        if not per_channel:
+            conv._experimental_disable_per_channel = True
+    with _quiet() as log:
+        try:
+            return conv.convert()
+        except Exception as e:
+            tail = " | ".join(line for line in log.read().splitlines()[-3:] if line.strip())
+            raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
+
+
+def io_details(model_bytes: bytes) -> dict:
+    """Input/output dtype and (scale, zero_point) as the runtime itself reports them."""
+    from ..device.runtime import _quant, _tflite_interpreter_class
+
+    Interpreter, _, _ = _tflite_interpreter_class(None)
+    interp = Interpreter(model_content=model_bytes)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    return {
+        "input_shape": [int(d) for d in inp["shape"][1:]],
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "input_quant": _quant(inp),
+        "output_dtype": np.dtype(out["dtype"]).name,
+        "output_quant": _quant(out),
+    }
+
+
+def write(model_bytes: bytes, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model_bytes)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Divert the converter's native log lines (fd 2) and UserWarnings; keep them readable on failure.
+
+    stdout is left alone so calibration progress still reaches the user.
+    """
+    log = tempfile.TemporaryFile(mode="w+")
+    saved_err = None
+    try:
+        sys.stderr.flush()
+        saved_err = os.dup(2)
+        os.dup2(log.fileno(), 2)
+    except OSError:  # no real fd 2 (some embedded interpreters): just run unquietened
+        saved_err = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield _LogReader(log)
+    finally:
+        if saved_err is not None:
+            sys.stderr.flush()
+            os.dup2(saved_err, 2)
+            os.close(saved_err)
+        log.close()
+
+
+class _LogReader:
+    def __init__(self, f):
+        self.f = f
+
+    def read(self) -> str:
+        try:
+            self.f.flush()
+            self.f.seek(0)
+            return self.f.read()
+        except (OSError, ValueError):
+            return ""
