@@ -1,0 +1,106 @@
+"""`edgecifar benchmark RUN [RUN ...] --out DIR`: accuracy vs latency for every model and format."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+
+DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "threads": "1,all"}
+
+
+@click.command("benchmark")
+@click.argument("runs_", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out", type=click.Path(file_okay=False), default="benchmark", show_default=True,
+              help="Folder for report.md, results.csv, results.json, pareto.png, size.png.")
+@click.option("--samples", type=int, metavar="N", help="Evaluate on a stratified subset of N test images (default: all 10,000).")
+@click.option("--formats", help="Comma-separated subset of: keras, tflite_float32, tflite_float16, tflite_dynamic, "
+              "tflite_int8, onnx_float32, onnx_int8 (default: all).")
+@click.option("--threads", default=DEFAULTS["threads"], show_default=True, help="Thread settings to measure, e.g. 1,all or 1,2,4.")
+@click.option("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Untimed warm-up runs before timing.")
+@click.option("--min-runs", type=int, default=DEFAULTS["min_runs"], show_default=True, help="Timed batch-1 runs, at least.")
+@click.option("--min-seconds", type=float, default=DEFAULTS["min_seconds"], show_default=True, help="Timed seconds per measurement, at least.")
+@click.option("--batch", type=int, default=DEFAULTS["batch"], show_default=True, help="Batch size for the throughput measurement.")
+@click.option("--floor", type=float, metavar="ACC", help="Exit with status 1 if any format's top-1 accuracy is below ACC (a fraction, e.g. 0.60), "
+              "or if any format is missing or failed.")
+@click.option("--compare", "compare_path", metavar="OLD.json", type=click.Path(dir_okay=False), help="Print the change against an earlier results.json.")
+@click.option("--export", "do_export", is_flag=True, help="Run `edgecifar export` first for runs that have no export/ folder.")
+@click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
+def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, compare_path, do_export, data_dir):
+    """Measure accuracy, latency, throughput, size and memory of each RUN's Keras model and exported formats.
+
+    \b
+    Each format runs in its real runtime (LiteRT, onnxruntime, TensorFlow for Keras) through the
+    same Classifier the device uses, in its own process, at 1 thread and at all cores.
+    Absolute times are machine-specific: the report leads with ratios.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .. import runs
+    from . import report, runner
+
+    if samples is not None and samples < 10:
+        raise UserError(f"--samples must be at least 10 (one image per class), got {samples}")
+    if floor is not None and not 0 <= floor <= 1:
+        raise UserError(f"--floor is a fraction of correct images, between 0 and 1 (e.g. 0.60), got {floor}")
+    for name, value, low in (("--warmup", warmup, 0), ("--min-runs", min_runs, 1), ("--batch", batch, 1)):
+        if value < low:
+            raise UserError(f"{name} must be at least {low}, got {value}")
+    if min_seconds < 0:
+        raise UserError(f"--min-seconds must be 0 or more, got {min_seconds}")
+    fmt_list = runner.FORMATS if not formats else [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in fmt_list if f not in runner.FORMATS]
+    if unknown or not fmt_list:
+        raise UserError(f"--formats: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(runner.FORMATS)}")
+    fmt_list = [f for f in runner.FORMATS if f in fmt_list]  # canonical order
+    thread_list = runner.parse_threads(threads)
+    old = report.load(compare_path) if compare_path else None
+
+    run_dirs = []
+    for r in runs_:
+        path = runs.resolve_run(r)
+        if path.is_file():
+            raise UserError(f"{r} is a file; pass the run directory (the folder holding model.keras and export/)")
+        run_dirs.append(path)
+    unexported = runner.check_exported(run_dirs, fmt_list)
+    if unexported and not do_export:
+        first = unexported[0]
+        raise UserError(f"{first} has no export/ folder; run `edgecifar export {first}` first, or add --export to do it now")
+    for run_dir in unexported:
+        from ..export import export_run
+
+        click.echo(f"exporting {run_dir} (no export/ yet) ...")
+        export_run(run_dir)
+
+    settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
+    command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir)
+    results = runner.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, click.echo, command)
+    written = report.write_all(results, Path(out))
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+    if old is not None:
+        click.echo("\n".join(report.compare(old, results)))
+    if floor is not None:
+        bad = report.below_floor(results, floor)
+        if bad:
+            click.echo(f"edgecifar: accuracy floor {floor} not met by {len(bad)} format(s):", err=True)
+            for line in bad:
+                click.echo(f"  {line}", err=True)
+            raise click.exceptions.Exit(1)
+        click.echo(f"accuracy floor {floor}: all {len(results['rows'])} formats pass")
+
+
+def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir) -> str:
+    """The exact command that regenerates this report, with every measurement setting spelled out."""
+    args = ["edgecifar", "benchmark", *map(str, runs_), "--out", str(out)]
+    if samples is not None:
+        args += ["--samples", str(samples)]
+    if formats:
+        args += ["--formats", ",".join(formats)]
+    args += ["--threads", threads, "--warmup", str(warmup), "--min-runs", str(min_runs), "--min-seconds", f"{min_seconds:g}",
+             "--batch", str(batch)]
+    if data_dir:
+        args += ["--data-dir", str(data_dir)]
+    return shlex.join(args)
