@@ -25,7 +25,6 @@ from ..errors import UserError
 FORMATS = meta_io.FORMATS
 INT8_FORMATS = ("tflite_int8", "onnx_int8")
 FP16_FORMATS = ("tflite_float16",)
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 def artifact_name(model: str, fmt: str) -> str:
@@ -69,7 +68,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
 
     t_start = time.perf_counter()
     fmts = select_formats(formats)
-    _validate_options(io_dtype, calib_method, check_samples, opset)
+    _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
     needs_calib = any(f in INT8_FORMATS for f in fmts)
     if needs_calib:
         validate_count(calib_samples, 10**9)  # lower bound now, before anything slow; upper bound once data is loaded
@@ -223,7 +222,7 @@ def _onnx(fmt, path, model_path, calib, opset, per_channel, calib_method, metada
                           calib_method=calib_method, io="float32 (quantization inside the graph)")
     images = calib.images if (quantize and calib is not None) else None
     export_onnx(model_path, path, images, quantize=quantize, opset=opset, per_channel=per_channel,
-                calib_method=calib_method, metadata=metadata(fmt, io, conversion))
+                calib_method=calib_method, metadata=metadata(fmt, io, conversion), echo=echo)
     if not path.is_file():
         raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
     return conversion
@@ -252,15 +251,21 @@ def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _validate_options(io_dtype, calib_method, check_samples, opset):
+def _validate_options(fmts, io_dtype, calib_method, check_samples, opset):
+    from . import onnx_export
+
     if io_dtype not in ("uint8", "int8"):
         raise UserError(f"--io {io_dtype!r}: choose uint8 (default) or int8")
-    if calib_method not in CALIB_METHODS:
-        raise UserError(f"--calib-method {calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
     if check_samples is not None and check_samples < 1:
         raise UserError(f"--check-samples {check_samples}: must be at least 1 (leave it out for the full 10,000-image test set)")
-    if not 11 <= int(opset) <= 21:
-        raise UserError(f"--opset {opset}: choose an ONNX opset between 11 and 21 (default 17)")
+    # The ONNX exporter's own rules, checked up front so a bad option fails before any conversion.
+    if calib_method not in onnx_export.CALIB_METHODS:
+        raise UserError(f"--calib-method {calib_method!r}: choose one of {', '.join(onnx_export.CALIB_METHODS)}")
+    if any(f.startswith("onnx_") for f in fmts):
+        allowed = onnx_export.INT8_OPSETS if "onnx_int8" in fmts else onnx_export.FLOAT_OPSETS
+        if opset not in allowed:
+            raise UserError(f"--opset {opset}: ONNX export supports opsets {allowed.start}..{allowed.stop - 1}"
+                            f"{' for int8 QDQ' if 'onnx_int8' in fmts else ''}; use the default 17")
 
 
 def _image_input_shape(model, path) -> tuple[int, int, int]:

@@ -5,9 +5,9 @@ Path: Keras 3 ``model.export(..., format="tf_saved_model")`` once, then
 live Keras 3 model: it silently produces NaN models.
 
 Settings chosen for the device, not for the newest runtime:
-    * dynamic-range: per-tensor weights for dense layers. TF 2.21 otherwise emits
-      FULLY_CONNECTED v12 (per-channel hybrid), which tflite-runtime 2.14 (still the one on
-      many Pis) refuses to load; per-tensor gives v9, which it knows. Conv stays per-channel.
+    * every format goes through compat.tflite214_converter_settings, which keeps the op
+      versions loadable by tflite-runtime 2.14 (dynamic-range: per-tensor dense weights,
+      FULLY_CONNECTED v9 instead of v12; conv stays per-channel).
     * int8: TFLITE_BUILTINS_INT8 only, so conversion *fails* rather than leaving a float op
       behind, and uint8 (default) or int8 input/output so the device feeds camera pixels
       straight in: with calibration data spanning 0..255 the input scale is 1.0, i.e. lossless.
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_path
+from .compat import tflite214_converter_settings
 
 KINDS = ("float32", "float16", "dynamic", "int8")
 IO_DTYPES = ("uint8", "int8")
@@ -64,7 +65,6 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
         conv.target_spec.supported_types = [tf.float16]
     elif kind == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     elif kind == "int8":
         if calib is None:
             raise ValueError("int8 conversion needs a calibration set")
@@ -76,6 +76,7 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
         conv.inference_output_type = io
         if not per_channel:
             conv._experimental_disable_per_channel = True
+    tflite214_converter_settings(conv, kind)
     with _quiet() as log:
         try:
             return conv.convert()
