@@ -1,0 +1,438 @@
+"""Per-layer quantization error of the int8 artifacts: which layers lose the most, what to keep in float.
+
+    debug_tflite(model.keras, model_int8.tflite, calib, out_dir)  → [<name>_tflite_quant_debug.md, .json]
+    debug_onnx(model.keras | model_float32.onnx, model_int8.onnx, calib, out_dir) → [... _onnx_quant_debug.md, .json]
+
+TFLite: tf.lite.experimental.QuantizationDebugger re-quantizes the model in debug mode (each
+quantized op followed by a NumericVerify against the float op on the same input), so every
+number is the error *this* layer adds. Per layer: MSE, max |error|, the quantization scale, the
+TF guide's rmse/scale (≈0.29 = pure rounding noise; well above means clipping or a poor range)
+and SQNR in dB. Settings follow the artifact's metadata (per-channel or not).
+
+ONNX: onnxruntime.quantization.qdq_loss_debug runs the float model (as quantize_static saw it,
+after quant_pre_process, so tensor names match) and the QDQ model with every activation exposed.
+Per activation: SQNR of its own quantize/dequantize step (local) and SQNR against the float model
+at that point (accumulated), plus per-weight SQNR.
+
+A layer is flagged when its local SQNR is below SUSPECT_SQNR_DB (or rmse/scale above
+SUSPECT_RMSE_SCALE); the report then names the exact setting that keeps it in float. When no
+layer is flagged, the report says so and still lists the worst ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..files import write_json, write_text
+
+DEBUG_SAMPLES = 100
+SUSPECT_SQNR_DB = 20.0  # noise power above 1% of signal power
+SUSPECT_RMSE_SCALE = 0.7  # TF's debugger guide: ~0.29 is ideal rounding error
+WORST = 5
+
+
+# --- TFLite -------------------------------------------------------------------------------
+
+
+def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print, samples: int = DEBUG_SAMPLES) -> list[Path]:
+    """Per-layer report for a TFLite int8 artifact; returns [markdown path, JSON path].
+
+    keras_model_path: the source .keras (the debugger needs a converter, so not a .tflite).
+    calib: a CalibrationSet or uint8 RGB images (N, H, W, 3); the first `samples` are used.
+    """
+    import tensorflow as tf
+
+    from ..device import metadata as meta_io
+    from ..runs import load_model
+
+    keras_model_path, int8_tflite_path = Path(keras_model_path), Path(int8_tflite_path)
+    if keras_model_path.suffix != ".keras":
+        raise UserError(f"{keras_model_path}: TFLite quantization debugging needs the source .keras model")
+    images = _images(calib, samples)
+    conversion = meta_io.read(int8_tflite_path).get("conversion") or {} if int8_tflite_path.is_file() else {}
+    per_channel = bool(conversion.get("per_channel", True))
+    echo(f"    TFLite QuantizationDebugger on {len(images)} calibration images ({'per-channel' if per_channel else 'per-tensor'})")
+
+    def dataset():
+        for i in range(len(images)):
+            yield [images[i : i + 1].astype(np.float32)]
+
+    model = load_model(keras_model_path)
+    with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
+        from .tflite_export import _quiet, saved_model  # the exporter's SavedModel step and log silencer
+
+        saved = saved_model(model, Path(tmp))
+        with _quiet():
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = dataset
+            if not per_channel:
+                converter._experimental_disable_per_channel = True
+            float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+            # Built from the converter, the debug interpreter may reuse float tensors' memory, so
+            # the direct float-vs-quantized metrics (for SQNR) run in a second debugger over the
+            # same debug model, which preserves every tensor.
+            debug_model = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset).quant_model
+            options = tf.lite.experimental.QuantizationDebugOptions(
+                layer_direct_compare_metrics={"float_mean_square": _float_mean_square, "direct_mse": _direct_mse},
+                model_debug_metrics={"max_abs_output_diff": _max_abs_output_diff, "top1_agreement": _top1_agreement})
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                quant_debug_model_content=debug_model, float_model_content=float_model, debug_dataset=dataset,
+                debug_options=options)
+            debugger.run()
+            dump = io.StringIO()
+            debugger.layer_statistics_dump(dump)
+    layers = _tflite_layers(dump.getvalue())
+    model_stats = {k: float(v) for k, v in (debugger.model_statistics or {}).items()}
+    artifact = _artifact_agreement(int8_tflite_path, model, images)
+    result = {
+        "artifact": str(int8_tflite_path),
+        "tool": "tf.lite.experimental.QuantizationDebugger (NumericVerify: error each layer adds, on its own input)",
+        "samples": len(images),
+        "per_channel": per_channel,
+        "model": {**model_stats, **artifact},
+        "layers": layers,
+    }
+    flagged = [l for l in layers if _tflite_suspect(l)]
+    result["worst"] = [l["tensor"] for l in _rank(layers)[:WORST]]
+    result["suggestions"] = [
+        {"layer": l["tensor"], "op": l["op"],
+         "why": f"SQNR {_db(l['sqnr_db'])}, rmse/scale {l['rmse_per_scale']:.2f}",
+         "how": f"tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[{l['tensor']!r}]) and "
+                "debugger.get_nondebug_quantized_model() (selective quantization: this op stays float)"}
+        for l in flagged]
+    return _save(result, out_dir, int8_tflite_path, _tflite_markdown(result), echo)
+
+
+def _float_mean_square(f, q, scale, zero_point):
+    return float(np.mean(np.square(f.astype(np.float64))))
+
+
+def _direct_mse(f, q, scale, zero_point):
+    deq = (q.astype(np.float64) - zero_point) * scale
+    return float(np.mean(np.square(f.astype(np.float64) - deq)))
+
+
+def _max_abs_output_diff(float_outputs, quant_outputs):
+    return float(np.max(np.abs(float_outputs[0] - quant_outputs[0])))
+
+
+def _top1_agreement(float_outputs, quant_outputs):
+    return float(np.mean(np.argmax(float_outputs[0], -1) == np.argmax(quant_outputs[0], -1)))
+
+
+def _tflite_layers(csv_text: str) -> list[dict]:
+    import csv
+
+    layers = []
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        mse, scale = float(row["mean_squared_error"]), float(row["scale"])
+        power = float(row["float_mean_square"])
+        layers.append({
+            "tensor": row["tensor_name"],
+            "op": row["op_name"],
+            "elements": int(float(row["num_elements"])),
+            "mse": mse,
+            "max_abs_error": float(row["max_abs_error"]),
+            "scale": scale,
+            "zero_point": int(float(row["zero_point"])),
+            "range": 255.0 * scale,
+            "rmse_per_scale": math.sqrt(mse) / scale if scale > 0 else float("nan"),
+            "sqnr_db": _sqnr_db(power, mse),
+        })
+    return layers
+
+
+def _tflite_suspect(layer) -> bool:
+    sqnr = layer["sqnr_db"]
+    return (sqnr is not None and sqnr < SUSPECT_SQNR_DB) or layer["rmse_per_scale"] > SUSPECT_RMSE_SCALE
+
+
+def _artifact_agreement(path: Path, keras_model, images) -> dict:
+    """Top-1 agreement of the written int8 artifact itself with Keras on the debug images."""
+    if not path.is_file():
+        return {}
+    from ..device.runtime import Classifier
+
+    probs = Classifier(path).predict(images)
+    ref = np.asarray(keras_model.predict(images.astype(np.float32), verbose=0))
+    return {"artifact_top1_agreement_with_keras": float(np.mean(probs.argmax(1) == ref.argmax(1))),
+            "artifact_max_abs_prob_diff": float(np.max(np.abs(probs - ref)))}
+
+
+# --- ONNX ---------------------------------------------------------------------------------
+
+
+def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples: int = DEBUG_SAMPLES) -> list[Path]:
+    """Per-layer report for an ONNX int8 QDQ artifact; returns [markdown path, JSON path].
+
+    float_source: the float32 .onnx artifact, or the source .keras (converted again, same opset).
+    calib: a CalibrationSet or uint8 RGB images (N, H, W, 3); the first `samples` are used.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from ..device import metadata as meta_io
+    from . import onnx_export
+
+    float_source, int8_onnx_path = Path(float_source), Path(int8_onnx_path)
+    if not int8_onnx_path.is_file():
+        raise UserError(f"{int8_onnx_path} does not exist; export the int8 ONNX model first")
+    images = _images(calib, samples)
+    meta = meta_io.read(int8_onnx_path)
+    echo(f"    onnxruntime qdq_loss_debug on {len(images)} calibration images")
+    if float_source.suffix == ".keras":
+        from ..runs import load_model
+
+        with onnx_export._quiet_logs():
+            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("onnx_opset", 17)))
+    elif float_source.suffix == ".onnx":
+        float_proto = onnx.load(str(float_source))
+    else:
+        raise UserError(f"{float_source}: pass the float32 .onnx or the source .keras model")
+    float_proto = onnx_export.preprocessed_float(float_proto)
+    qdq_proto = onnx.load(str(int8_onnx_path))
+
+    with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
+        tmp = Path(tmp)
+        float_path, float_aug, qdq_aug = tmp / "float.onnx", tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
+        onnx.save(float_proto, str(float_path))
+        with onnx_export._quiet_logs():
+            modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
+            modify_model_output_intermediate_tensors(str(int8_onnx_path), str(qdq_aug))
+            float_acts = collect_activations(str(float_aug), onnx_export.calibration_reader(images))
+            qdq_acts = collect_activations(str(qdq_aug), onnx_export.calibration_reader(images))
+            matching = create_activation_matching(qdq_acts, float_acts)
+
+    qparams = _onnx_activation_qparams(qdq_proto)
+    producers = {out: node for node in float_proto.graph.node for out in node.output}
+    constants = {i.name for i in float_proto.graph.initializer}
+    layers = []
+    for name, match in matching.items():
+        flt = match.get("float")
+        if name in constants or not flt or name not in qparams:
+            continue  # constants are reported as weights below
+        node = producers.get(name)
+        layers.append({
+            "tensor": name,
+            "node": node.name if node is not None else None,
+            "op": node.op_type if node is not None else "graph input",
+            "scale": qparams[name][0],
+            "zero_point": qparams[name][1],
+            # Quantizing the float model's own value with this tensor's scale: the error this step
+            # adds by itself (rounding + clipping to the calibrated range), free of upstream error.
+            "local_sqnr_db": _sqnr_lists(flt, [_fake_quant(f, *qparams[name]) for f in flt]),
+            "vs_float_sqnr_db": _sqnr_lists(flt, match["post_qdq"]),
+        })
+    order = {out: i for i, node in enumerate(float_proto.graph.node) for out in node.output}
+    layers.sort(key=lambda l: order.get(l["tensor"], -1))
+    weight_rows = _onnx_weight_errors(float_proto, qdq_proto)
+    model = {}
+    float_out = float_acts.get(onnx_export.OUTPUT_NAME)
+    qdq_out = qdq_acts.get(onnx_export.OUTPUT_NAME)
+    if float_out and qdq_out:
+        f, q = np.concatenate(float_out), np.concatenate(qdq_out)
+        model = {"max_abs_output_diff": float(np.max(np.abs(f - q))),
+                 "top1_agreement": float(np.mean(f.argmax(-1) == q.argmax(-1))),
+                 "output_sqnr_db": _sqnr_lists(float_out, qdq_out)}
+    result = {
+        "artifact": str(int8_onnx_path),
+        "tool": "onnxruntime.quantization.qdq_loss_debug (float model after quant_pre_process vs QDQ model)",
+        "samples": len(images),
+        "quantization": meta.get("quantization"),
+        "model": model,
+        "layers": layers,
+        "weights": weight_rows,
+    }
+    ranked = sorted(layers, key=lambda l: _key(l["local_sqnr_db"]))
+    result["worst"] = [l["tensor"] for l in ranked[:WORST]]
+    flagged = [l for l in ranked if l["node"] and l["local_sqnr_db"] is not None and l["local_sqnr_db"] < SUSPECT_SQNR_DB]
+    flagged_weights = [w for w in weight_rows if w["sqnr_db"] is not None and w["sqnr_db"] < SUSPECT_SQNR_DB]
+    result["suggestions"] = [
+        {"layer": l["node"], "op": l["op"], "why": f"its output quantization alone gives SQNR {_db(l['local_sqnr_db'])}",
+         "how": f"quantize_static(..., nodes_to_exclude=[{l['node']!r}]) (node name in the quant_pre_process'd model)"}
+        for l in flagged]
+    result["suggestions"] += [
+        {"layer": w["weight"], "op": "weight", "why": f"weight SQNR {_db(w['sqnr_db'])}",
+         "how": "keep per-channel weights (the default; --per-tensor loses precision here)" if w["per_tensor"]
+                else f"quantize_static(..., nodes_to_exclude=[{w['node']!r}])"}
+        for w in flagged_weights]
+    return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
+
+
+def _onnx_activation_qparams(qdq_proto) -> dict:
+    """{activation name: (scale, zero_point, dtype)} from the QuantizeLinear nodes of a QDQ model."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq_proto.graph.initializer}
+    out = {}
+    for node in qdq_proto.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[1] in inits and inits[node.input[1]].size == 1:
+            zp = inits[node.input[2]] if len(node.input) > 2 and node.input[2] in inits else np.array(0, np.uint8)
+            # A graph output's producer is renamed "<name>_QuantizeLinear_Input" so the DQ keeps the name.
+            name = node.input[0].removesuffix("_QuantizeLinear_Input")
+            out[name] = (float(inits[node.input[1]]), int(zp), zp.dtype)
+    return out
+
+
+def _fake_quant(x, scale: float, zero_point: int, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.clip(np.round(np.asarray(x, np.float64) / scale) + zero_point, info.min, info.max)
+    return (q - zero_point) * scale
+
+
+def _onnx_weight_errors(float_proto, qdq_proto) -> list[dict]:
+    """SQNR of every quantized initializer against its float original.
+
+    Dequantized here in int32: onnxruntime's create_weight_matching subtracts the zero point in
+    the weight's own int8 type, which overflows for asymmetric constants (e.g. 127 - (-128)).
+    """
+    from onnx import numpy_helper
+
+    floats = {i.name: numpy_helper.to_array(i) for i in float_proto.graph.initializer}
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq_proto.graph.initializer}
+    rows = []
+    for node in qdq_proto.graph.node:
+        q_name = node.input[0] if node.op_type == "DequantizeLinear" else None
+        if not q_name or q_name not in inits or not q_name.endswith("_quantized"):
+            continue
+        original = floats.get(q_name[: -len("_quantized")])
+        if original is None:
+            continue
+        q, scale = inits[q_name].astype(np.int64), inits[node.input[1]].astype(np.float64)
+        zp = inits[node.input[2]].astype(np.int64) if len(node.input) > 2 else np.zeros_like(scale, np.int64)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.size > 1:  # per-channel: broadcast along `axis`
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        consumer = next((n.name for n in qdq_proto.graph.node if node.output[0] in n.input), None)
+        rows.append({"weight": q_name[: -len("_quantized")], "node": consumer, "per_tensor": scale.size == 1,
+                     "channels": int(scale.size), "sqnr_db": _sqnr_lists([original], [(q - zp) * scale])})
+    return rows
+
+
+# --- shared -------------------------------------------------------------------------------
+
+
+def _images(calib, samples: int) -> np.ndarray:
+    images = getattr(calib, "images", calib)
+    if images is None or len(images) == 0:
+        raise UserError("quantization debugging needs calibration images; pass --calib-samples of a few hundred")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise UserError(f"calibration images must be (N, H, W, 3) RGB, got {images.shape}")
+    return images[: max(1, int(samples))]
+
+
+def _sqnr_db(signal_power: float, noise_power: float):
+    """10·log10(signal/noise); None when the noise is exactly zero (lossless, e.g. a pass-through)."""
+    if noise_power <= 0:
+        return None
+    if signal_power <= 0:
+        return float("-inf")
+    return 10.0 * math.log10(signal_power / noise_power)
+
+
+def _sqnr_lists(xs, ys):
+    x = np.concatenate([np.asarray(a, np.float64).ravel() for a in xs])
+    y = np.concatenate([np.asarray(a, np.float64).ravel() for a in ys])
+    return _sqnr_db(float(np.mean(x * x)), float(np.mean((x - y) ** 2)))
+
+
+def _key(sqnr):
+    return math.inf if sqnr is None else sqnr
+
+
+def _rank(layers):
+    """Worst first: lowest SQNR, then highest rmse/scale."""
+    return sorted(layers, key=lambda l: (_key(l["sqnr_db"]), -l["rmse_per_scale"]))
+
+
+def _db(v) -> str:
+    return "lossless" if v is None else f"{v:.1f} dB"
+
+
+def _save(result: dict, out_dir, artifact: Path, markdown: str, echo) -> list[Path]:
+    out_dir = Path(out_dir)
+    stem = f"{artifact.stem}_{artifact.suffix.lstrip('.')}_quant_debug"
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    write_json(json_path, _json_safe(result))
+    write_text(md_path, markdown)
+    if result["suggestions"]:
+        echo(f"    {len(result['suggestions'])} layer(s) worth keeping in float: "
+             + ", ".join(str(s["layer"]) for s in result["suggestions"][:3]))
+    else:
+        echo(f"    no layer below {SUSPECT_SQNR_DB:g} dB SQNR; worst: {result['worst'][0] if result['worst'] else '-'}")
+    return [md_path, json_path]
+
+
+def _json_safe(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    return o
+
+
+def _short(name: str, width: int = 60) -> str:
+    first = name.split(";")[0]
+    return first if len(first) <= width else "…" + first[-(width - 1):]
+
+
+def _suggestion_lines(result) -> list[str]:
+    if not result["suggestions"]:
+        return [f"No layer is below {SUSPECT_SQNR_DB:g} dB SQNR, so quantization error is spread thin: nothing needs "
+                "to stay in float. If accuracy still drops, try more calibration samples or another calibration method."]
+    lines = ["Keep these in float (worst first):", ""]
+    for s in result["suggestions"]:
+        lines.append(f"- `{s['layer']}` ({s['op']}): {s['why']}. How: `{s['how']}`")
+    return lines
+
+
+def _model_lines(model: dict) -> list[str]:
+    return [f"- {k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in model.items()]
+
+
+def _tflite_markdown(r) -> str:
+    lines = [f"# Quantization debug: {Path(r['artifact']).name}", "",
+             f"{r['tool']}; {r['samples']} calibration images; {'per-channel' if r['per_channel'] else 'per-tensor'} weights.",
+             "rmse/scale ≈ 0.29 is pure rounding noise; SQNR is the float output's power over the error's.", "",
+             "## Whole model", "", *_model_lines(r["model"]), "", "## Suggestions", "", *_suggestion_lines(r), "",
+             "## Layers (graph order)", "",
+             "| op | tensor | SQNR | rmse/scale | MSE | max abs err | scale |", "|---|---|---:|---:|---:|---:|---:|"]
+    for l in r["layers"]:
+        lines.append(f"| {l['op']} | `{_short(l['tensor'])}` | {_db(l['sqnr_db'])} | {l['rmse_per_scale']:.3f} | "
+                     f"{l['mse']:.3g} | {l['max_abs_error']:.3g} | {l['scale']:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def _onnx_markdown(r) -> str:
+    q = r.get("quantization") or {}
+    lines = [f"# Quantization debug: {Path(r['artifact']).name}", "",
+             f"{r['tool']}; {r['samples']} calibration images; "
+             f"{'per-channel' if q.get('per_channel') else 'per-tensor'} weights, {q.get('calibration_method', '?')} calibration.",
+             "Local SQNR: the float value quantized with this tensor's scale (rounding + clipping it adds alone). "
+             "vs float: the QDQ model against the float model at this point (accumulated).", "",
+             "## Whole model", "", *_model_lines(r["model"]), "", "## Suggestions", "", *_suggestion_lines(r), "",
+             "## Activations (graph order)", "", "| node | op | tensor | local SQNR | vs float SQNR |", "|---|---|---|---:|---:|"]
+    for l in r["layers"]:
+        lines.append(f"| {l['node'] or '-'} | {l['op']} | `{_short(l['tensor'])}` | {_db(l['local_sqnr_db'])} | "
+                     f"{_db(l['vs_float_sqnr_db'])} |")
+    lines += ["", "## Weights", "", "| weight | used by | scales | SQNR |", "|---|---|---:|---:|"]
+    lines += [f"| `{_short(w['weight'])}` | {w['node'] or '-'} | {w['channels']} | {_db(w['sqnr_db'])} |"
+              for w in r["weights"]]
+    return "\n".join(lines) + "\n"

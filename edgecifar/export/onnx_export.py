@@ -1,0 +1,250 @@
+"""Keras model → ONNX: float32 with tf2onnx, then optionally static int8 QDQ with onnxruntime.
+
+Route (measured on Keras 3.15 / TF 2.21 / tf2onnx 1.17): ``tf2onnx.convert.from_keras`` with an
+explicit input signature. For Keras 3 models tf2onnx 1.17 traces ``model(x, training=False)``
+in a tf.function (its own fallback since TF 2.16); going through ``model.export()`` to a
+SavedModel and tf2onnx's SavedModel loader gives the identical graph and numbers, only slower
+and through a private tf2onnx function, so we use the public one. Because tracing a live Keras
+3 model is exactly what has produced silent NaN models in the TFLite converter, every export is
+checked numerically against Keras before it is written (MAX_FLOAT_DIFF).
+
+The int8 model is QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) with signed
+int8 weights and activations, float32 input and output: onnxruntime fuses the pairs into
+integer kernels on ARM and x86, and the device feeds it the same float pixels as the float
+model. Steps: ``quant_pre_process`` (symbolic shape inference + graph optimisation, so every
+tensor has a shape and BN/bias are folded before ranges are measured) → ``quantize_static``
+with the calibration images.
+
+Metadata (edgecifar.device.metadata) goes into ``metadata_props["edgecifar"]`` as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..device.metadata import ONNX_KEY
+from ..errors import UserError
+from ..files import atomic_path
+
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "probs"
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# tf2onnx 1.17 writes opsets up to 18; per-channel QuantizeLinear needs the `axis` attribute (opset 13).
+FLOAT_OPSETS = range(11, 19)
+INT8_OPSETS = range(13, 19)
+# Float ONNX must reproduce Keras: measured differences are ~1e-7 on softmax outputs (float
+# rounding order); anything near this bound means a broken conversion, not rounding.
+MAX_FLOAT_DIFF = 1e-4
+VERIFY_IMAGES = 64
+CALIB_BATCH = 50
+
+
+def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, opset: int = 17, per_channel: bool = True,
+                calib_method: str = "minmax", metadata: dict, echo=print) -> Path:
+    """Write `out_path` (.onnx): float32, or int8 QDQ when `quantize`; return the path.
+
+    keras_model_path: a .keras file whose model takes (N, H, W, 3) float32 RGB pixels 0..255.
+    calib_images:     uint8 RGB NHWC training images used for calibration (int8 only; may be
+                      None for float32). They are fed as float32 0..255: scaling is in the model.
+    per_channel:      int8 weights per output channel (default) or per tensor (--per-tensor).
+    calib_method:     "minmax" | "entropy" | "percentile" (onnxruntime CalibrationMethod).
+    metadata:         the artifact metadata; "onnx_opset" and "quantization" are added to a copy.
+
+    The file is written atomically (temp name, then rename). Raises UserError for bad options,
+    RuntimeError if the converted model fails the ONNX checker or disagrees with Keras.
+    """
+    _validate(calib_images, quantize, opset, calib_method)
+    from ..runs import load_model
+
+    opset = int(opset)
+    model = load_model(Path(keras_model_path))
+    with _quiet_logs():
+        echo(f"    tf2onnx: Keras → ONNX opset {opset}")
+        proto = keras_to_onnx(model, opset)
+        verify = calib_images[:VERIFY_IMAGES] if calib_images is not None else _probe_images(model)
+        diff = _max_abs_diff(proto, model, verify)
+        echo(f"    float32 ONNX vs Keras on {len(verify)} images: max |diff| {diff:.2e}")
+        if not diff <= MAX_FLOAT_DIFF:  # also catches NaN
+            raise RuntimeError(f"the ONNX model disagrees with Keras (max |diff| {diff:.3g} > {MAX_FLOAT_DIFF:g}); "
+                               "the conversion is broken, do not deploy it")
+        quant = None
+        if quantize:
+            echo(f"    onnxruntime: static int8 QDQ ({'per-channel' if per_channel else 'per-tensor'} weights, "
+                 f"{calib_method} calibration on {len(calib_images)} images)")
+            proto = quantize_qdq(proto, calib_images, per_channel=per_channel, calib_method=calib_method)
+            quant = {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": bool(per_channel),
+                     "calibration_method": calib_method, "calibration_samples": int(len(calib_images))}
+    proto = _checked(proto)
+    meta = {**metadata, "onnx_opset": opset, "quantization": quant}
+    _set_metadata(proto, meta)
+    import onnx
+
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(out_path)
+
+
+def keras_to_onnx(model, opset: int = 17):
+    """Float32 ONNX ModelProto of a Keras 3 model: input "pixels" (N, H, W, 3), output "probs" (N, classes)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    shape = [None, *(int(d) for d in model.inputs[0].shape[1:])]
+    signature = [tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
+        raise RuntimeError(f"expected one input and one output, tf2onnx produced {len(proto.graph.input)} and "
+                           f"{len(proto.graph.output)}")
+    # The output is named after the last Keras layer ("probs", or "head" for transfer models).
+    _rename_value(proto.graph, proto.graph.output[0].name, OUTPUT_NAME)
+    return proto
+
+
+def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = True, calib_method: str = "minmax"):
+    """Static int8 QDQ ModelProto of a float ModelProto, calibrated on uint8 images."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calib_method]
+    with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
+        pre, out = Path(tmp) / "preprocessed.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(preprocessed_float(float_proto), str(pre))
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print() their progress
+            quantize_static(str(pre), str(out), calibration_data_reader=calibration_reader(calib_images),
+                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, per_channel=bool(per_channel), calibrate_method=method)
+        return onnx.load(str(out))
+
+
+def preprocessed_float(float_proto):
+    """The float model as quantize_static sees it: after quant_pre_process (symbolic shape
+    inference, constant folding, BN/bias fusion). Its tensor names match the QDQ model's, which
+    is what per-layer comparisons need."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
+        src, pre = Path(tmp) / "float.onnx", Path(tmp) / "preprocessed.onnx"
+        onnx.save(float_proto, str(src))
+        with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(src), str(pre))
+        return onnx.load(str(pre))
+
+
+def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH):
+    """A CalibrationDataReader over uint8 images, fed as float32 pixels 0..255 in batches."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rewind()
+
+        def get_next(self):
+            if self._i >= len(images):
+                return None
+            x = images[self._i : self._i + batch].astype(np.float32)
+            self._i += batch
+            return {INPUT_NAME: x}
+
+        def rewind(self):
+            self._i = 0
+
+    return _Reader()
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _validate(calib_images, quantize: bool, opset, calib_method: str) -> None:
+    if calib_method not in CALIB_METHODS:
+        raise UserError(f"--calib-method {calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
+    allowed = INT8_OPSETS if quantize else FLOAT_OPSETS
+    try:
+        ok = int(opset) in allowed
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        why = " (int8 QDQ with per-channel weights needs 13+)" if quantize else ""
+        raise UserError(f"--opset {opset}: ONNX export supports opsets {allowed.start}..{allowed.stop - 1}{why}; "
+                        "use the default 17")
+    if not quantize:
+        return
+    if calib_images is None or len(calib_images) == 0:
+        raise UserError("int8 ONNX export needs calibration images; pass --calib-samples of a few hundred")
+    images = np.asarray(calib_images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise UserError(f"calibration images must be uint8 RGB (N, H, W, 3), got {images.dtype} {images.shape}")
+
+
+def _probe_images(model, n: int = 16) -> np.ndarray:
+    """Fixed pseudo-random pixels for the float check when no calibration images were given."""
+    h, w, c = (int(d) for d in model.inputs[0].shape[1:])
+    return np.random.default_rng(0).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def _max_abs_diff(proto, model, images: np.ndarray) -> float:
+    x = np.asarray(images).astype(np.float32)
+    ref = np.asarray(model.predict(x, verbose=0, batch_size=len(x)))
+    got = _session(proto).run(None, {INPUT_NAME: x})[0]
+    return float(np.max(np.abs(got - ref))) if np.isfinite(got).all() else float("nan")
+
+
+def _session(proto):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _checked(proto):
+    """Full ONNX checker plus strict shape inference; returns the model with inferred shapes."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise RuntimeError(f"the ONNX model is invalid: {str(e).strip().splitlines()[0][:200]}") from None
+    return proto
+
+
+def _set_metadata(proto, meta: dict) -> None:
+    from ..files import _json_default
+
+    for prop in list(proto.metadata_props):
+        if prop.key == ONNX_KEY:
+            proto.metadata_props.remove(prop)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_KEY, json.dumps(meta, default=_json_default)
+
+
+def _rename_value(graph, old: str, new: str) -> None:
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """tf2onnx and the quantizer log every rewrite at INFO/WARNING; keep only errors."""
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "root", "")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
