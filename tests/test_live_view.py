@@ -1,0 +1,525 @@
+"""Live view (`edgecifar run --serve`): the page, the MJPEG stream, /stats.json, access control, and its cost.
+
+Three layers:
+    * LiveServer in-process with synthetic frames: routes, token, binding, encoder cap, slow clients;
+    * a real `edgecifar run --serve` subprocess classifying a video, watched by headless Chromium
+      (Debian's chromium + chromium-driver, driven by selenium);
+    * the same runner with 0 vs 5 stream clients, interleaved, to bound what serving costs in FPS.
+
+The browser tests skip only when Chromium, ChromeDriver or selenium is missing outside CI; with CI=true
+they fail instead. To refresh the README screenshot with a fully trained model:
+    EDGECIFAR_LIVE_VIEW_MODEL=RUN/export/seed002_m1_cnn_int8.tflite \\
+    EDGECIFAR_LIVE_VIEW_SCREENSHOT=docs/live_view.png pytest tests/test_live_view.py -k browser
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecifar.device.serve import LiveServer, parse_address
+from edgecifar.errors import UserError
+
+from .test_device_runner import camera_frame, export_artifacts
+
+TOKEN = "s3cret-token"
+INFO = {"model": "m_int8.tflite", "backend": "litert 2.3.0", "format": "tflite_int8",
+        "classes": ["cat", "dog"], "source": "video clip.mp4"}
+STAGES = ("capture", "preprocess", "inference", "postprocess")
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1280,760", "--hide-scrollbars", "--force-device-scale-factor=1")
+VIDEO_FRAMES = 9600      # 640x480 frames: the runner must still be classifying when the browser checks end
+VIDEO_HOLD = 12          # frames per CIFAR image, so the label changes several times a second
+
+# FPS cost measurement: phases of PHASE_FRAMES frames alternate none / 5 clients / none / ...
+CLIENTS = 5
+WARMUP_FRAMES = 300
+PHASE_FRAMES = 600
+SETTLE_FRAMES = 60       # frames at a phase start left out: clients connecting or hanging up
+MAX_FPS_LOSS = 0.10
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def fetch(url, headers=None, host=None):
+    """(status, headers, body) of a GET; error statuses are returned, not raised."""
+    req = urllib.request.Request(url, headers={**(headers or {}), **({"Host": host} if host else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            ctype = r.headers.get("Content-Type", "")
+            body = b"" if ctype.startswith("multipart/") else r.read()  # a stream never ends
+            return r.status, r.headers, body
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+class StreamClient(threading.Thread):
+    """Reads /stream.mjpg part by part, like a browser <img>; `delay` seconds between parts makes it a slow client."""
+
+    def __init__(self, port: int, query: str = "", delay: float = 0.0):
+        super().__init__(daemon=True)
+        self.port, self.query, self.delay = port, query, delay
+        self.frames, self.last_jpeg, self.error = 0, None, None
+        self.connected = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/stream.mjpg" + self.query)
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.status
+            boundary = re.search(r"boundary=(\S+)", resp.getheader("Content-Type")).group(1).encode()
+            self.connected.set()
+            while not self._halt.is_set():
+                line = resp.fp.readline()
+                if not line:
+                    break
+                if line.strip() != b"--" + boundary:
+                    continue
+                length = None
+                while (header := resp.fp.readline().strip()):
+                    name, _, value = header.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                self.last_jpeg = resp.fp.read(length)
+                self.frames += 1
+                if self.delay:
+                    self._halt.wait(self.delay)
+        except Exception as e:  # noqa: BLE001 - reported by the test through .error
+            if not self._halt.is_set():
+                self.error = e
+        finally:
+            self.connected.set()
+            conn.close()
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=10)
+
+
+@pytest.fixture
+def live():
+    servers = []
+
+    def make(token=TOKEN, host="127.0.0.1", **kw):
+        server = LiveServer(host, 0, token, INFO, **kw).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def record(i, label="cat"):
+    return {"frame": i, "time": time.time(), "topk": [{"label": label, "confidence": 0.75}, {"label": "dog", "confidence": 0.25}],
+            "ms": {s: 0.5 for s in STAGES}, "fps": 100.0}
+
+
+class Publisher(threading.Thread):
+    """Publishes frames as fast as a small model would classify them (about 400 FPS)."""
+
+    def __init__(self, server, frames):
+        super().__init__(daemon=True)
+        self.server, self.pool, self.count = server, frames, 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            self.server.publish(self.pool[self.count % len(self.pool)], record(self.count))
+            self.count += 1
+            time.sleep(0.0025)
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+# --- addresses, access ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, expected", [
+    ("8080", ("127.0.0.1", 8080)), ("0.0.0.0:8080", ("0.0.0.0", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ("pi.local:9000", ("pi.local", 9000)), ("[::1]:8080", ("::1", 8080)), ("[::]:80", ("::", 80)),
+])
+def test_parse_address_defaults_to_localhost(spec, expected):
+    assert parse_address(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "http", "80a", "host:", "::1:8080", "[::1]8080", "70000", "-1"])
+def test_parse_address_rejects_bad_specs_with_a_hint(spec):
+    with pytest.raises(UserError, match=r"--serve"):
+        parse_address(spec)
+
+
+@pytest.mark.parametrize("path", ["/", "/stream.mjpg", "/stats.json"])
+def test_token_is_required_on_every_route(live, path):
+    server = live()
+    base = f"http://127.0.0.1:{server.port}{path}"
+    status, headers, _ = fetch(base)
+    assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
+    assert fetch(base + "?token=wrong")[0] == 403
+    assert fetch(base, {"Authorization": "Bearer wrong"})[0] == 403
+    assert fetch(base + f"?token={TOKEN}")[0] == 200
+    assert fetch(base, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_routes_without_token_and_unknown_paths(live):
+    server = live(token=None)
+    base = f"http://127.0.0.1:{server.port}"
+    status, headers, body = fetch(base + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and b'id="stream"' in body
+    assert fetch(base + "/stats.json")[0] == 200
+    assert fetch(base + "/nope")[0] == 404
+
+
+def test_binding_beyond_localhost_warns(live):
+    said = []
+    open_server = live(token=None, host="0.0.0.0", echo=said.append)
+    assert len(said) == 1 and "0.0.0.0" in said[0] and "--token" in said[0]
+    assert open_server.url == f"http://{__import__('socket').gethostname()}:{open_server.port}/"
+    said.clear()
+    guarded = live(token=TOKEN, host="0.0.0.0", echo=said.append)
+    assert len(said) == 1 and "token" in said[0] and guarded.url.endswith(f"/?token={TOKEN}")
+    said.clear()
+    live(token=None, host="127.0.0.1", echo=said.append)
+    assert said == []
+
+
+def test_loopback_server_answers_only_loopback_host_names(live):
+    # A web page elsewhere can point its own DNS name at 127.0.0.1 (DNS rebinding) and read the camera.
+    server = live(token=None)
+    url = f"http://127.0.0.1:{server.port}/stats.json"
+    assert fetch(url, host=f"attacker.example:{server.port}")[0] == 403
+    assert fetch(url, host=f"localhost:{server.port}")[0] == 200
+
+
+def test_port_in_use_is_a_user_error(live):
+    server = live()
+    with pytest.raises(UserError, match="cannot serve on 127.0.0.1"):
+        LiveServer("127.0.0.1", server.port, None, INFO).start()
+
+
+def test_stats_json_is_strict_json_with_the_latest_record(live):
+    server = live(token=None)
+    rec = record(7)
+    rec["fps"] = np.float32(42.5)       # numpy scalars and NaN come straight from a runner
+    rec["ms"]["capture"] = float("nan")
+    server.publish(np.zeros((48, 64, 3), np.uint8), rec)
+    _, _, body = fetch(f"http://127.0.0.1:{server.port}/stats.json")
+
+    def no_constants(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    stats = json.loads(body, parse_constant=no_constants)
+    assert stats["info"] == INFO
+    assert stats["latest"]["frame"] == 7 and stats["latest"]["fps"] == 42.5 and stats["latest"]["ms"]["capture"] is None
+    assert stats["published"] == 1 and stats["stream"]["clients"] == 0
+
+
+def test_runner_info_names_are_understood():
+    server = LiveServer(None, 0, None, {"model": "m", "runtime": "litert 2.3.0", "class_names": ["a", "b"], "top_k": 2})
+    assert server.host == "127.0.0.1"
+    assert server.info == {"model": "m", "format": None, "backend": "litert 2.3.0", "source": None,
+                           "classes": ["a", "b"], "top_k": 2}
+
+
+# --- encoding and clients ------------------------------------------------------------------
+
+def test_encoder_runs_only_for_viewers_once_for_all_at_the_capped_rate(live):
+    import cv2
+
+    server = live(token=None, max_fps=10)
+    frames = [np.full((240, 320, 3), v, np.uint8) for v in (40, 120, 200)]
+    pub = Publisher(server, frames)
+    pub.start()
+    try:
+        time.sleep(0.5)
+        assert server.stats()["stream"]["encoded"] == 0, "nobody watches: nothing should be encoded"
+        clients = [StreamClient(server.port) for _ in range(4)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            assert c.connected.wait(5)
+        start_encoded, t0 = server.stats()["stream"]["encoded"], time.monotonic()
+        start_received = [c.frames for c in clients]
+        time.sleep(2.0)
+        encoded, elapsed = server.stats()["stream"]["encoded"] - start_encoded, time.monotonic() - t0
+        received = [c.frames - s for c, s in zip(clients, start_received)]
+        for c in clients:
+            c.stop()
+    finally:
+        pub.stop()
+    assert pub.count > 10 * encoded, "the publisher should outpace the stream: the stream is capped, inference is not"
+    assert 3 <= encoded <= 10 * elapsed + 2, f"{encoded} JPEGs in {elapsed:.1f} s with a 10 fps cap"
+    assert all(c.error is None for c in clients), [c.error for c in clients]
+    # One encoding serves every client: together they received far more frames than were encoded.
+    assert sum(received) >= 2 * encoded and max(received) <= encoded + 2, (received, encoded)
+    shown = cv2.imdecode(np.frombuffer(clients[0].last_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape == (240, 320, 3) and int(np.median(shown)) in range(30, 211)
+
+
+def test_slow_client_skips_frames_and_does_not_hold_back_others(live):
+    rng = np.random.default_rng(0)
+    # Noise compresses badly (about 400 kB a JPEG), so the slow client's socket buffers fill within a frame or two.
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(3)]
+    server = live(token=None, max_fps=10)
+    pub = Publisher(server, frames)
+    pub.start()
+    fast, slow = StreamClient(server.port), StreamClient(server.port, delay=0.5)
+    try:
+        fast.start(), slow.start()
+        assert fast.connected.wait(5) and slow.connected.wait(5)
+        start = server.stats()["stream"]["encoded"]
+        fast_start, slow_start = fast.frames, slow.frames
+        time.sleep(3.0)
+        encoded = server.stats()["stream"]["encoded"] - start
+        got_fast, got_slow = fast.frames - fast_start, slow.frames - slow_start
+    finally:
+        fast.stop(), slow.stop(), pub.stop()
+    assert fast.error is None and slow.error is None, (fast.error, slow.error)
+    assert encoded >= 6, f"only {encoded} JPEGs in 3 s"
+    assert got_fast >= 0.8 * encoded, f"the fast client got {got_fast} of {encoded} frames: held back by the slow one?"
+    assert got_slow <= 0.5 * encoded, f"the slow client got {got_slow} of {encoded}: frames are queued, not dropped"
+
+
+def test_close_ends_streams_and_frees_the_port(live):
+    server = live(token=None)
+    server.publish(np.zeros((48, 64, 3), np.uint8), record(0))
+    client = StreamClient(server.port)
+    client.start()
+    assert client.connected.wait(5)
+    t0 = time.monotonic()
+    server.close()
+    client.join(timeout=5)
+    assert not client.is_alive() and time.monotonic() - t0 < 5
+    LiveServer("127.0.0.1", server.port, None, INFO).start().close()  # the port is free again
+
+
+# --- the real runner, in a real browser ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tiny_run) -> Path:
+    override = os.environ.get("EDGECIFAR_LIVE_VIEW_MODEL")
+    return Path(override) if override else export_artifacts(tiny_run)["tflite_int8"]
+
+
+@pytest.fixture(scope="module")
+def long_video(cifar, tmp_path_factory) -> Path:
+    """A 640x480 camera-like video of CIFAR-10 test images, long enough to outlast the checks."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("live") / "cifar_long.mp4"
+    images = [camera_frame(img) for img in cifar.test.images[: VIDEO_FRAMES // VIDEO_HOLD]]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    assert writer.isOpened()
+    for i in range(VIDEO_FRAMES):
+        writer.write(images[i // VIDEO_HOLD])
+    writer.release()
+    return path
+
+
+class Runner:
+    """`edgecifar run MODEL --source VIDEO --json --threads 1 --serve 127.0.0.1:0` in a subprocess, read live."""
+
+    def __init__(self, model, video, *extra):
+        cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(model), "--source", str(video), "--json",
+               "--threads", "1", "--serve", "127.0.0.1:0", *map(str, extra)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.records, self.stderr = [], []
+        self.url = None
+        self._url_seen = threading.Event()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self):
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            m = re.search(r"live view: (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                self._url_seen.set()
+        self._url_seen.set()
+
+    @property
+    def port(self) -> int:
+        return int(re.match(r"http://[^/]+:(\d+)/", self.url).group(1))
+
+    @property
+    def frame(self) -> int:
+        return self.records[-1]["frame"] if self.records else -1
+
+    def wait_url(self, timeout=60) -> str:
+        assert self._url_seen.wait(timeout) and self.url, f"no 'live view:' line; stderr: {''.join(self.stderr)}"
+        return self.url
+
+    def wait_frame(self, n, timeout=60) -> bool:
+        end = time.monotonic() + timeout
+        while self.frame < n and self.proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.005)
+        return self.frame >= n
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium")
+    if missing:
+        how = "apt-get install -y chromium chromium-driver; pip install 'edgecifar[dev]' (selenium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the browser test but {', '.join(missing)} is missing: {how}")
+        pytest.skip(f"no headless browser here ({', '.join(missing)} missing): {how}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    return webdriver, Service(CHROMEDRIVER), opts
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver, service, opts = _browser_or_skip()
+    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=service, options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow
+def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, long_video, tmp_path):
+    import cv2
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    runner = Runner(model, long_video, "--token", TOKEN)  # the browser is up first: the video is finite
+    try:
+        url = runner.wait_url()
+        assert url == f"http://127.0.0.1:{runner.port}/?token={TOKEN}"
+        assert fetch(f"http://127.0.0.1:{runner.port}/")[0] == 401
+        browser.get(url)
+        js = "const i = document.getElementById('stream'); return [i.complete, i.naturalWidth, i.naturalHeight];"
+        WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda d: d.execute_script(js)[1] > 0)
+        assert browser.execute_script(js)[1:] == [640, 480]  # the annotated frame, not a placeholder
+
+        text = lambda el_id: browser.find_element(By.ID, el_id).text  # noqa: E731
+        labels, frames, end = [], [], time.monotonic() + 15
+        while time.monotonic() < end and (len(set(labels)) < 3 or len(frames) < 8):
+            labels.append(text("top1-label"))
+            frames.append(text("frame"))
+            time.sleep(0.25)
+        classes = set(json.loads(Path(str(model) + ".json").read_text())["class_names"])
+        seen = [lb for lb in labels if lb in classes]
+        assert len(set(seen)) >= 2, f"the label never changed: {labels}"
+        assert len({f for f in frames if f.isdigit()}) >= 3, f"the frame counter did not advance: {frames}"
+
+        assert float(text("fps")) > 0
+        assert re.fullmatch(r"\d+\.\d% confidence", text("top1-conf"))
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#topk .bar-row")) == 3  # --top-k 3 by default
+        latency = text("latency")
+        for stage in (*STAGES, "total"):
+            assert re.search(rf"{stage}\s+\d+(\.\d+)? ms", latency), latency
+        assert text("model") == Path(model).name and text("backend").startswith("litert")
+        assert text("status") == "live"
+
+        shot = tmp_path / "live_view.png"
+        assert browser.save_screenshot(str(shot))
+        assert runner.proc.poll() is None, "the video ended before the checks: raise VIDEO_FRAMES"
+        png = cv2.imread(str(shot))
+        rect = browser.find_element(By.ID, "stream").rect
+        x, y, w, h = (int(rect[k]) for k in ("x", "y", "width", "height"))
+        assert w > 300 and h > 200, rect
+        assert png[y : y + h, x : x + w].std() > 20, "the stream area of the screenshot is blank"
+        if os.environ.get("EDGECIFAR_LIVE_VIEW_SCREENSHOT"):
+            shutil.copyfile(shot, os.environ["EDGECIFAR_LIVE_VIEW_SCREENSHOT"])
+
+        status, _, body = fetch(f"http://127.0.0.1:{runner.port}/stats.json", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200
+        stats = json.loads(body)
+        assert stats["info"]["model"] == Path(model).name and set(stats["info"]["classes"]) == classes
+        assert stats["info"]["backend"].startswith("litert") and "cifar_long.mp4" in stats["info"]["source"]
+        latest = stats["latest"]
+        top = latest.get("topk") or latest["top"]
+        assert {t["label"] for t in top} <= classes and latest["fps"] > 0
+        assert set(STAGES) <= set(latest["ms"]) and stats["published"] > latest["frame"] // 2
+        assert stats["stream"]["clients"] >= 1 and stats["stream"]["encoded"] > 0
+    finally:
+        runner.close()
+
+
+@pytest.mark.slow
+def test_five_stream_clients_cost_under_10_percent_fps(model, long_video):
+    """Alternating phases in one run (none, 5 clients, none, ...): each client phase is compared with the no-client
+    phases on either side, so drift in the machine's load cancels; the median of those ratios is the cost."""
+    runner = Runner(model, long_video)
+    phases = []
+    try:
+        runner.wait_url()
+        assert runner.wait_frame(WARMUP_FRAMES), f"runner stopped early: {''.join(runner.stderr)}"
+        kind = "none"
+        while runner.frame + 2 * PHASE_FRAMES < VIDEO_FRAMES - 100:
+            start = runner.frame
+            clients = []
+            if kind == "clients":
+                clients = [StreamClient(runner.port) for _ in range(CLIENTS)]
+                for c in clients:
+                    c.start()
+            ok = runner.wait_frame(start + PHASE_FRAMES)
+            for c in clients:
+                c.stop()
+            assert ok, f"runner stopped in a phase: {''.join(runner.stderr[-5:])}"
+            assert all(c.error is None for c in clients), [c.error for c in clients]
+            phases.append((kind, start, runner.frame, [c.frames for c in clients]))
+            kind = "clients" if kind == "none" else "none"
+        if phases[-1][0] == "clients":
+            phases.pop()
+    finally:
+        runner.close()
+
+    times = {r["frame"]: r["time"] for r in runner.records}
+
+    def fps(start, end):
+        first, last = start + SETTLE_FRAMES, end
+        return (last - first) / (times[last] - times[first])
+
+    rates = [fps(s, e) for _, s, e, _ in phases]
+    ratios = [rates[i] / ((rates[i - 1] + rates[i + 1]) / 2) for i in range(1, len(phases) - 1, 2)]
+    table = "  ".join(f"{k[0]}:{r:.0f}" for (k, *_), r in zip(phases, rates))
+    print(f"\nphase FPS (n = no client, c = {CLIENTS} clients): {table}\nclient/no-client ratios: "
+          + " ".join(f"{r:.3f}" for r in ratios))
+    assert len(ratios) >= 5, f"too few phases for a stable measure: {table}"
+    for _, _, _, got in phases[1::2]:
+        assert min(got) >= 2, f"clients received too few frames to load the server: {got}"
+    cost = 1 - statistics.median(ratios)
+    assert cost <= MAX_FPS_LOSS, f"{CLIENTS} clients cost {100 * cost:.1f} % FPS (phases: {table})"
