@@ -6,7 +6,6 @@ Imports only numpy, OpenCV and a runtime (LiteRT / tflite-runtime / onnxruntime)
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -14,15 +13,6 @@ import click
 
 from ..errors import UserError
 from .runtime import BACKENDS
-
-
-def parse_serve(value: str) -> tuple[str, int]:
-    """--serve [HOST:]PORT → (host, port); the host defaults to all interfaces (a Pi is usually headless)."""
-    m = re.fullmatch(r"(?:(\[[0-9a-fA-F:]+\]|[^:]+):)?(\d{1,5})", value.strip())
-    if not m or not 0 < int(m.group(2)) < 65536:
-        raise UserError(f"--serve {value!r}: write PORT or HOST:PORT, e.g. --serve 8080 or --serve 127.0.0.1:8080")
-    host = (m.group(1) or "0.0.0.0").strip("[]")
-    return host, int(m.group(2))
 
 
 @click.command("run")
@@ -39,7 +29,7 @@ def parse_serve(value: str) -> tuple[str, int]:
 @click.option("--json", "json_lines", is_flag=True, help="One JSON line per frame on stdout (messages go to stderr).")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the annotated video (.mp4, .avi, .mkv, .mov).")
 @click.option("--show", is_flag=True, help="Show an annotated window (needs a display and non-headless OpenCV); q quits.")
-@click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG) on this port.")
+@click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG); HOST defaults to 127.0.0.1, use 0.0.0.0:PORT to reach it from another machine.")
 @click.option("--token", help="Access token for --serve (clients add ?token=...).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N classified frames.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
@@ -56,13 +46,13 @@ def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines
 
     Ctrl-C (or SIGTERM) stops cleanly and prints the per-stage latency summary.
     """
-    from .runner import RunOptions, check_display, run
+    from .runner import RunOptions, check_display, import_serve, run
     from .runtime import Classifier
     from .sources import open_source
 
     if token and not serve:
         raise UserError("--token only applies to --serve; add --serve PORT")
-    serve_at = parse_serve(serve) if serve else None
+    serve_at = import_serve().parse_address(serve) if serve else None
     if show:
         check_display()  # before loading anything: a refusal should be instant
     info = sys.stderr if json_lines else sys.stdout

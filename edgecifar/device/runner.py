@@ -46,6 +46,17 @@ class RunOptions:
     token: str | None = None
 
 
+def import_serve():
+    """edgecifar.device.serve (the --serve live view), imported only when asked for."""
+    try:
+        from . import serve
+    except ImportError as e:
+        if e.name and e.name.startswith("edgecifar"):
+            raise UserError("--serve is not available in this edgecifar build (edgecifar.device.serve is missing)") from None
+        raise UserError(f"--serve needs {e.name}; pip install 'edgecifar[device]'") from None
+    return serve
+
+
 class Stop(Exception):
     """Raised inside the loop by SIGTERM, so a systemd stop ends like Ctrl-C: summary, exit 0."""
 
@@ -194,14 +205,8 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
     window = Window() if opts.show else None
     server = None
     if opts.serve:
-        try:
-            from .serve import LiveServer
-        except ImportError as e:
-            if e.name and e.name.startswith("edgecifar"):
-                raise UserError("--serve is not available in this edgecifar build (edgecifar.device.serve is missing)") from None
-            raise UserError(f"--serve needs {e.name}; pip install 'edgecifar[device]'") from None
         host, port = opts.serve
-        server = LiveServer(host, port, opts.token, {"model": clf.path.name, "runtime": clf.runtime, "source": source.description,
+        server = import_serve().LiveServer(host, port, opts.token, {"model": clf.path.name, "runtime": clf.runtime, "source": source.description,
                                                       "class_names": list(names), "top_k": k})
         server.start()
         print(f"live view: {server.url}", file=info_stream, flush=True)

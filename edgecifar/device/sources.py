@@ -207,9 +207,7 @@ class Picamera2Source(Source):
         except Exception as e:
             raise UserError(f"picamera2 stopped delivering frames ({type(e).__name__}: {e})") from None
         if self._stream == "lores":
-            w, h = self._size
-            # capture_array may return a padded stride; the I420 planes occupy the first w columns.
-            return True, _cv2().cvtColor(np.ascontiguousarray(arr[: h * 3 // 2, :w]), _cv2().COLOR_YUV420p2BGR), None
+            return True, _i420_to_bgr(arr, *self._size), None
         return True, _to_bgr(arr[..., :3]), None
 
     def close(self) -> None:
@@ -217,6 +215,21 @@ class Picamera2Source(Source):
             self._cam.stop()
         finally:
             self._cam.close()
+
+
+def _i420_to_bgr(arr: np.ndarray, w: int, h: int) -> np.ndarray:
+    """picamera2's YUV420 buffer → BGR. The buffer is I420 (Y plane, then U, then V), shape (h * 3/2, stride):
+    when the stride is padded past w, each chroma row is stride/2 long, so the planes are cut out one by one.
+    (OpenCV's COLOR_YUV420p2* codes mean YV12, with U and V swapped: the I420 code is the right one.)"""
+    cv2 = _cv2()
+    stride = arr.shape[1]
+    y = arr[:h, :w]
+    chroma = arr[h : h * 3 // 2].reshape(-1)
+    plane = (h // 2) * (stride // 2)
+    u = chroma[:plane].reshape(h // 2, stride // 2)[:, : w // 2]
+    v = chroma[plane : 2 * plane].reshape(h // 2, stride // 2)[:, : w // 2]
+    i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(h * 3 // 2, w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
 def _open_failure(kind: str, target) -> str:

@@ -1,0 +1,474 @@
+"""`edgecifar run`: frames from files, videos and cameras classified exactly like the exporter's check.
+
+Artifacts are a real int8 export (edgecifar.export.export_run) of the `tiny_run` fixture: a weak model
+(about 25 % top-1), which is fine here — what is tested is that the device path reproduces the
+runtime's own predictions, not that the model is good.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+
+N_IMAGES = 200          # CIFAR-10 test images fed as files and as video frames (the issue asks for at least 200)
+FORMATS = ("tflite_int8", "onnx_int8")
+
+
+def export_artifacts(tiny_run: Path) -> dict[str, Path]:
+    """int8 .tflite and .onnx of tiny_run from the real exporter; cached in the run so every test module shares it."""
+    out = tiny_run / "export"
+    paths = {"tflite_int8": out / "seed002_m1_cnn_int8.tflite", "onnx_int8": out / "seed002_m1_cnn_int8.onnx"}
+    if not all(p.is_file() for p in paths.values()):
+        from edgecifar.export import export_run
+
+        report = export_run(tiny_run, formats=list(FORMATS), calib_samples=100, check_samples=200, echo=lambda *_: None)
+        failed = {a["format"]: a.get("reason") for a in report["artifacts"] if not a.get("path")}
+        assert not failed, f"export of the test artifacts failed: {failed}"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_run) -> dict[str, Path]:
+    return export_artifacts(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def images(cifar):
+    return cifar.test.images[:N_IMAGES], cifar.test.labels[:N_IMAGES]
+
+
+def _bgr(rgb):
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def camera_frame(rgb32: np.ndarray) -> np.ndarray:
+    """A 640x480 BGR frame holding the 32x32 image upscaled to 480x480 (nearest) and centred: the center crop recovers it."""
+    import cv2
+
+    big = cv2.resize(_bgr(rgb32), (480, 480), interpolation=cv2.INTER_NEAREST)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, 80:560] = big
+    return frame
+
+
+def write_video(path: Path, rgb_images, fps: float = 30.0) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    assert writer.isOpened()
+    for img in rgb_images:
+        writer.write(camera_frame(img))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(images, tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "cifar_test.mp4", images[0])
+
+
+@pytest.fixture(scope="module")
+def png_dir(images, tmp_path_factory) -> Path:
+    """First half: the raw 32x32 images; second half: upscaled 3x and padded to 128x96 (exercises crop + INTER_AREA)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("png")
+    for i, img in enumerate(images[0]):
+        bgr = _bgr(img)
+        if i >= N_IMAGES // 2:
+            canvas = np.full((96, 128, 3), 127, np.uint8)
+            canvas[:, 16:112] = cv2.resize(bgr, (96, 96), interpolation=cv2.INTER_NEAREST)
+            bgr = canvas
+        assert cv2.imwrite(str(folder / f"test_{i:05d}.png"), bgr)
+    return folder
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every line must parse
+
+
+def reference_top1(path, rgb_images) -> np.ndarray:
+    """The exporter's check: Classifier.predict on the raw 32x32 test images."""
+    from edgecifar.device.runtime import Classifier
+
+    return Classifier(path).predict(rgb_images).argmax(1)
+
+
+# --- acceptance: same top-1 as the exporter's check -------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_png_files_match_the_exporters_check(fmt, artifacts, images, png_dir):
+    rgb, _ = images
+    ref = reference_top1(artifacts[fmt], rgb)
+    res = run_cli("run", artifacts[fmt], "--source", png_dir, "--json", "--top-k", "1")
+    assert res.returncode == 0, res.stderr
+    records = json_lines(res.stdout)
+    assert len(records) == N_IMAGES
+    got = {int(r["file"][5:10]): r["top"][0]["index"] for r in records}
+    assert sorted(got) == list(range(N_IMAGES))
+    agreement = np.mean([got[i] == ref[i] for i in range(N_IMAGES)])
+    print(f"{fmt}: PNG top-1 agreement with Classifier.predict {100 * agreement:.2f}% on {N_IMAGES} images")
+    assert agreement >= 0.995
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_video_frames_accuracy_within_1pp_of_the_exporters_check(fmt, artifacts, images, video):
+    """200 CIFAR-10 test images as 640x480 mp4v frames, classified by `edgecifar run --json`.
+
+    mp4v (4:2:0 chroma, DCT quantization) changes the recovered 32x32 pixels by about 2 levels on average.
+    The int8 models output probabilities in steps of 1/256, and this near-chance test model often has
+    its top two classes tied or one step apart: codec noise then decides the argmax (about 95 % of the
+    flips measured with it). So accuracy and agreement are asserted on the images whose reference top-1
+    leads by more than DECISIVE; the whole-set numbers are printed (and reported for a trained model).
+    """
+    DECISIVE = 0.01
+    rgb, labels = images
+    from edgecifar.device.runtime import Classifier
+
+    ref_probs = Classifier(artifacts[fmt]).predict(rgb)
+    ref = ref_probs.argmax(1)
+    res = run_cli("run", artifacts[fmt], "--source", video, "--json")
+    assert res.returncode == 0, res.stderr
+    records = json_lines(res.stdout)
+    assert [r["frame"] for r in records] == list(range(N_IMAGES))
+    for r in records:
+        assert len(r["top"]) == 3 and set(r["ms"]) == {"capture", "preprocess", "inference", "postprocess"}
+        assert all(0.0 <= t["confidence"] <= 1.0 for t in r["top"])
+    pred = np.array([r["top"][0]["index"] for r in records])
+    top2 = np.sort(ref_probs, axis=1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] > DECISIVE
+
+    def acc(p, mask):
+        return float((p[mask] == labels[mask]).mean())
+
+    everything = np.ones(N_IMAGES, bool)
+    print(f"{fmt}: all {N_IMAGES} frames: accuracy {100 * acc(pred, everything):.2f}% vs check {100 * acc(ref, everything):.2f}%, "
+          f"agreement {100 * (pred == ref).mean():.2f}%; decisive {decisive.sum()}: accuracy {100 * acc(pred, decisive):.2f}% "
+          f"vs {100 * acc(ref, decisive):.2f}%, agreement {100 * (pred == ref)[decisive].mean():.2f}%")
+    assert decisive.sum() >= N_IMAGES // 3  # enough images for the comparison to mean something
+    assert abs(acc(pred, decisive) - acc(ref, decisive)) <= 0.01
+    assert (pred == ref)[decisive].mean() >= 0.97
+    assert (pred == ref).mean() >= 0.85  # a channel swap or a crop error would fall far below (measured: ~30-45 %)
+    assert "end-to-end" in res.stderr and "inference" in res.stderr  # the summary went to stderr, stdout is pure JSON
+
+
+# --- options --------------------------------------------------------------------------------
+
+
+def test_smooth_is_an_ema_of_the_per_frame_probabilities(artifacts, video):
+    model = artifacts["tflite_int8"]
+    raw = json_lines(run_cli("run", model, "--source", video, "--json", "--top-k", "10", "--max-frames", "30").stdout)
+    smooth = json_lines(run_cli("run", model, "--source", video, "--json", "--top-k", "10", "--max-frames", "30",
+                                "--smooth", "0.6").stdout)
+    assert len(raw) == len(smooth) == 30
+
+    def probs(r):
+        p = np.zeros(10)
+        for t in r["top"]:
+            p[t["index"]] = t["confidence"]
+        return p
+
+    ema = None
+    for r_raw, r_smooth in zip(raw, smooth):
+        ema = probs(r_raw) if ema is None else 0.6 * ema + 0.4 * probs(r_raw)
+        np.testing.assert_allclose(probs(r_smooth), ema, atol=5e-4)
+    # Consecutive frames are different images, so smoothing must visibly change the output.
+    assert max(np.abs(probs(a) - probs(b)).max() for a, b in zip(raw[1:], smooth[1:])) > 0.01
+
+
+def test_save_writes_an_annotated_video_atomically(artifacts, video, tmp_path):
+    import cv2
+
+    out = tmp_path / "out" / "annotated.mp4"
+    res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--max-frames", "25", "--save", out)
+    assert res.returncode == 0, res.stderr
+    assert f"saved {out}" in res.stdout and "--max-frames 25 reached: 25 frames" in res.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["annotated.mp4"]  # no temporary file left behind
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 25 and frames[0].shape == (480, 640, 3)
+    # The overlay is drawn: the top-left corner differs from the source frame (which is black there).
+    assert frames[0][:60, :60].mean() > 5
+
+
+def test_corrupt_image_in_folder_is_counted_and_skipped(artifacts, png_dir, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("test_00000.png", "test_00001.png", "test_00002.png"):
+        (folder / name).write_bytes((png_dir / name).read_bytes())
+    (folder / "test_00001b.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    res = run_cli("run", artifacts["onnx_int8"], "--source", folder, "--json")
+    assert res.returncode == 0, res.stderr
+    records = json_lines(res.stdout)
+    assert [r["file"] for r in records] == ["test_00000.png", "test_00001.png", "test_00002.png"]
+    assert [r["frame"] for r in records] == [0, 1, 3]  # frame = position in the source, the skipped file included
+    assert "skipped test_00001b.png" in res.stderr and "1 undecodable frame(s) skipped" in res.stderr
+
+
+def test_show_without_a_display_is_refused(artifacts, video):
+    res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--show", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("edgecifar: error: --show needs a display") and "Traceback" not in res.stderr
+
+
+def test_missing_camera_is_a_clear_error(artifacts):
+    index = next(i for i in range(7, 64) if not Path(f"/dev/video{i}").exists())
+    res = run_cli("run", artifacts["tflite_int8"], "--source", index)
+    assert res.returncode == 2
+    assert f"cannot open camera {index}: it is absent or busy" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("case", ["truncated_tflite", "garbage_onnx", "missing"])
+def test_unreadable_model_is_a_one_line_error(case, artifacts, video, tmp_path):
+    if case == "truncated_tflite":
+        model = tmp_path / "m.tflite"
+        model.write_bytes(artifacts["tflite_int8"].read_bytes()[:2000])
+    elif case == "garbage_onnx":
+        model = tmp_path / "m.onnx"
+        model.write_bytes(b"not a protobuf at all" * 10)
+    else:
+        model = tmp_path / "absent.tflite"
+    res = run_cli("run", model, "--source", video)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("edgecifar: error:")]
+    assert len(errors) == 1 and str(model.name) in errors[0] and "Traceback" not in res.stderr
+
+
+def test_duration_stops_a_run(artifacts, slow_images):
+    res = run_cli("run", artifacts["tflite_int8"], "--source", str(slow_images / "*.jpg"), "--json", "--duration", "0.5")
+    assert res.returncode == 0, res.stderr
+    n = len(json_lines(res.stdout))
+    assert 0 < n < 150 and f"--duration 0.5 s reached: {n} frames" in res.stderr
+
+
+# --- Ctrl-C and SIGTERM on a real subprocess ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_images(tmp_path_factory) -> Path:
+    """150 large JPEGs (hard links to one 3000x2000 file): decoding each takes tens of ms, so a run lasts seconds."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("slow")
+    yy, xx = np.mgrid[0:2000, 0:3000]
+    img = np.stack([(xx * 255 // 3000), (yy * 255 // 2000), ((xx + yy) % 256)], axis=-1).astype(np.uint8)
+    first = folder / "img_000.jpg"
+    assert cv2.imwrite(str(first), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    for i in range(1, 150):
+        os.link(first, folder / f"img_{i:03d}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_cleanly_with_summary_and_keeps_the_video(sig, artifacts, slow_images, tmp_path):
+    out = tmp_path / "live.avi"
+    cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(artifacts["tflite_int8"]), "--source",
+           str(slow_images / "*.jpg"), "--json", "--save", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # wait until frames flow
+        assert first, proc.stderr.read()
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    records = json_lines(first + rest)
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[sig]
+    assert proc.returncode == 0, err
+    assert f"stopped by {name}: {len(records)} frames" in err and "Traceback" not in err
+    assert 0 < len(records) < 150
+    for stage in ("capture", "preprocess", "inference", "postprocess"):
+        assert f"  {stage}" in err
+    import cv2
+
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == len(records)
+
+
+# --- in-process: the source classes, the live-view hook, stats -----------------------------------
+
+
+class ListSource:
+    kind, is_live, fps, description = "test", False, 0.0, "frames in memory"
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+
+    def read(self):
+        return (True, self.frames.pop(0), None) if self.frames else (False, None, None)
+
+    def close(self):
+        pass
+
+
+def test_live_server_hook_gets_every_annotated_frame_and_record(artifacts, images, monkeypatch, capsys):
+    from edgecifar.device import runner
+    from edgecifar.device.runtime import Classifier
+
+    events = []
+
+    class FakeServer:
+        def __init__(self, host, port, token, info):
+            events.append(("init", host, port, token, info["model"]))
+            self.url = f"http://{host}:{port}/"
+
+        def start(self):
+            events.append(("start",))
+
+        def publish(self, frame, record):
+            events.append(("publish", frame, record))
+
+        def close(self):
+            events.append(("close",))
+
+    monkeypatch.setattr(runner, "import_serve", lambda: types.SimpleNamespace(LiveServer=FakeServer))
+    frames = [camera_frame(img) for img in images[0][:5]]
+    clf = Classifier(artifacts["tflite_int8"])
+    runner.run(clf, ListSource(frames), runner.RunOptions(top_k=2, serve=("127.0.0.1", 8123), token="s3cret", json_lines=True))
+    assert events[0] == ("init", "127.0.0.1", 8123, "s3cret", clf.path.name) and events[1] == ("start",)
+    assert events[-1] == ("close",)
+    published = [e for e in events if e[0] == "publish"]
+    printed = json_lines(capsys.readouterr().out)
+    assert len(published) == 5 == len(printed)
+    for (_, frame, record), line, src in zip(published, printed, frames):
+        assert frame.shape == src.shape and not np.array_equal(frame, src)  # annotated copy, source untouched
+        assert {k: v for k, v in record.items() if k != "fps"} == line and record["fps"] >= 0
+
+
+def test_real_live_server_starts_and_stops(artifacts, video):
+    pytest.importorskip("edgecifar.device.serve")
+    res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--max-frames", "10", "--serve", "127.0.0.1:0")
+    assert res.returncode == 0, res.stderr
+    assert "live view: http://127.0.0.1:" in res.stdout and "--max-frames 10 reached" in res.stdout
+
+
+def test_source_selection(png_dir, video, tmp_path):
+    from edgecifar.device.sources import Capture, ImageFiles, open_source
+    from edgecifar.errors import UserError
+
+    assert isinstance(open_source(str(png_dir)), ImageFiles)
+    src = open_source(str(png_dir / "test_0000*.png"))
+    assert isinstance(src, ImageFiles) and [n for _, _, n in src] == [f"test_{i:05d}.png" for i in range(10)]
+    one = open_source(str(png_dir / "test_00007.png"))
+    ok, frame, name = one.read()
+    assert ok and frame.shape == (32, 32, 3) and name == "test_00007.png" and one.read() == (False, None, None)
+    with open_source(str(video)) as v:
+        assert isinstance(v, Capture) and v.kind == "video" and v.fps == 30.0
+        assert sum(1 for _ in v) == N_IMAGES
+    for bad in (tmp_path / "nope.mp4", str(tmp_path / "*.png"), tmp_path):
+        with pytest.raises(UserError):
+            open_source(str(bad))
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(UserError, match="cannot open video"):
+        open_source(str(tmp_path / "bad.mp4"))
+
+
+def _padded_i420(i420: np.ndarray, pad: int) -> np.ndarray:
+    """An I420 buffer laid out with a row stride of w + pad, as libcamera does for widths it must align."""
+    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    stride = w + pad
+    y = np.zeros((h, stride), np.uint8)
+    y[:, :w] = i420[:h]
+    planes = []
+    for k in range(2):
+        plane = np.zeros((h // 2, stride // 2), np.uint8)
+        plane[:, : w // 2] = i420[h:].reshape(-1)[k * (h // 2) * (w // 2) : (k + 1) * (h // 2) * (w // 2)].reshape(h // 2, w // 2)
+        planes.append(plane.reshape(-1))
+    return np.concatenate([y.reshape(-1), *planes]).reshape(h * 3 // 2, stride)
+
+
+def _fake_picamera2(monkeypatch, bgr: np.ndarray, pad: int = 0):
+    import cv2
+
+    calls = {}
+
+    class Picamera2:
+        def __init__(self, camera_num=0):
+            calls["camera_num"] = camera_num
+
+        def create_video_configuration(self, main, lores=None):
+            return {"main": main, "lores": lores}
+
+        def configure(self, config):
+            calls["config"] = config
+
+        def start(self):
+            calls["started"] = True
+
+        def capture_array(self, stream="main"):
+            calls.setdefault("streams", []).append(stream)
+            if stream == "lores":
+                return _padded_i420(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), pad)  # like picamera2's YUV420
+            return bgr.copy()  # RGB888 is laid out B, G, R in memory
+
+        def stop(self):
+            calls["stopped"] = True
+
+        def close(self):
+            calls["closed"] = True
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Picamera2))
+    return calls
+
+
+def test_picamera2_source_against_a_fake_module(monkeypatch, images):
+    from edgecifar.device.sources import open_source
+
+    bgr = _bgr(np.ascontiguousarray(np.kron(images[0][0], np.ones((10, 10, 1), np.uint8))))[:240, :320].copy()
+    calls = _fake_picamera2(monkeypatch, bgr)
+    with open_source("picamera2:320x240") as cam:
+        ok, frame, name = cam.read()
+    assert ok and name is None and np.array_equal(frame, bgr)
+    assert calls["config"]["main"] == {"size": (320, 240), "format": "RGB888"} and calls["stopped"] and calls["closed"]
+
+    for pad in (0, 64):
+        calls = _fake_picamera2(monkeypatch, bgr, pad)
+        with open_source("picamera2:lores") as cam:
+            ok, frame, _ = cam.read()
+        assert calls["config"]["lores"] == {"size": (320, 240), "format": "YUV420"} and calls["streams"] == ["lores"]
+        assert frame.shape == bgr.shape and np.abs(frame.astype(int) - bgr).mean() < 3  # YUV 4:2:0 round trip
+
+
+def test_picamera2_absent_is_a_clear_error(monkeypatch):
+    from edgecifar.device.sources import open_source
+    from edgecifar.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 → ImportError
+    with pytest.raises(UserError, match="apt install python3-picamera2"):
+        open_source("picamera2")
+
+
+def test_stats_median_and_p90():
+    from edgecifar.device.stats import STAGES, RunStats
+
+    st = RunStats()
+    for v in range(1, 11):
+        st.add({s: float(v) for s in STAGES})
+    st.fail("broken.png")
+    st.stop()
+    s = st.summary()
+    assert s["frames"] == 10 and s["failed"] == 1 and s["failed_names"] == ["broken.png"]
+    assert s["stages"]["inference"]["median_ms"] == 5.5 and s["stages"]["inference"]["p90_ms"] == pytest.approx(9.1)
