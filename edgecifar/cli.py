@@ -99,8 +99,10 @@ def models_cmd(as_json):
 @click.argument("model", required=False)
 @click.option("--epochs", type=int, help="Override the recipe's epoch count (phases keep their proportions).")
 @click.option("--batch-size", type=int, help="Override the recipe's batch size.")
+@click.option("--lr", type=float, help="Override the recipe's learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same result.")
 @click.option("--limit", type=int, help="Train on the first N training images only (quick runs).")
+@click.option("--test-limit", type=int, help="Evaluate on a stratified subset of N test images (quick runs).")
 @click.option("--val-size", type=int, default=5000, show_default=True, help="Validation images held out of the training split.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA, ~/.keras/datasets, download).")
 @click.option("--runs-dir", type=click.Path(), help="Where run directories go (default ./runs or $EDGECIFAR_RUNS).")
@@ -108,7 +110,7 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Resume the most recent interrupted run of MODEL.")
 @click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
-def train_cmd(model, epochs, batch_size, seed, limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
+def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
     """Train MODEL (default: the default model) with its documented recipe and write a run directory."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from . import runs, zoo
@@ -121,8 +123,8 @@ def train_cmd(model, epochs, batch_size, seed, limit, val_size, data_dir, runs_d
         run_dir = runs.latest_unfinished(model, runs_dir)
     from .train import train
 
-    train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, seed=seed,
-          limit=limit, val_size=val_size, backbone_weights=backbone_weights, distribute=distribute, echo=click.echo)
+    train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+          limit=limit, test_limit=test_limit, val_size=val_size, backbone_weights=backbone_weights, distribute=distribute, echo=click.echo)
     click.echo("next: edgecifar evaluate  |  edgecifar export --int8")
 
 

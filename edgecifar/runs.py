@@ -36,6 +36,18 @@ def new_run_dir(model_name: str, runs_dir=None) -> Path:
     return path
 
 
+def use_run_dir(path) -> Path:
+    """An explicit --run-dir: created if new, resumed if it holds an interrupted run."""
+    path = Path(path)
+    if (path / "manifest.json").exists() and not (path / CHECKPOINT).exists():
+        raise UserError(f"{path} already holds a finished run; choose another --run-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path}: {e.strerror}; choose a writable --run-dir") from None
+    return path
+
+
 def latest_run(runs_dir=None) -> Path:
     """The most recently finished run (what `edgecifar export` uses when given no RUN)."""
     root = runs_root(runs_dir)

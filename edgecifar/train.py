@@ -17,6 +17,7 @@ Run directory (``runs/<model>-<timestamp>/``):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -46,7 +47,11 @@ PREPROCESSING = {
 
 def _optimizer(recipe: zoo.Recipe):
     makers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
-    return makers[recipe.optimizer](**recipe.optimizer_args)
+    args = dict(recipe.optimizer_args)
+    if "decay" in args:
+        # Keras 2's per-step `decay` (lr / (1 + decay * step)), which Keras 3 expresses as a schedule.
+        args["learning_rate"] = keras.optimizers.schedules.InverseTimeDecay(args.get("learning_rate", 1e-3), 1, args.pop("decay"))
+    return makers[recipe.optimizer](**args)
 
 
 class AugmentedBatches(keras.utils.PyDataset):
@@ -98,11 +103,11 @@ class EpochLog(keras.callbacks.Callback):
         row.update({k: round(float(v), 6) for k, v in logs.items()})
         _append_history(self.run_dir / "history.csv", row)
         val = f" val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}" if "val_loss" in logs else ""
+        runs.save_checkpoint(self.run_dir, self.checkpoint_model or self.model, epoch + 1)
         self.echo(
             f"epoch {epoch + 1}/{self.total} (phase {self.phase}) {seconds:.1f}s "
             f"loss {logs.get('loss', float('nan')):.4f} acc {logs.get('accuracy', float('nan')):.4f}{val}"
         )
-        runs.save_checkpoint(self.run_dir, self.checkpoint_model or self.model, epoch + 1)
 
 
 _HISTORY_FIELDS = ["epoch", "phase", "seconds", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -130,9 +135,10 @@ def _truncate_history(path: Path, keep_epochs: int) -> None:
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Keras predictions on uint8 pixels, in chunks to bound memory."""
-    out = [model.predict_on_batch(images[i : i + batch_size].astype("float32")) for i in range(0, len(images), batch_size)]
-    return np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, zoo.NUM_CLASSES), "float32")
+    """Keras predictions on uint8 pixels (model.predict: correct under a distribution strategy too)."""
+    if len(images) == 0:
+        return np.zeros((0, zoo.NUM_CLASSES), "float32")
+    return np.asarray(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
 
 
 def train(
@@ -143,8 +149,10 @@ def train(
     run_dir=None,
     epochs: int | None = None,
     batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
     limit: int | None = None,
+    test_limit: int | None = None,
     val_size: int = VAL_SIZE,
     backbone_weights=None,
     distribute: bool = False,
@@ -153,6 +161,10 @@ def train(
     """Train `model_name` with its recipe (overridable) and return the run directory."""
     info = zoo.model_info(model_name)
     recipe = info.recipe
+    if lr is not None:
+        if lr <= 0:
+            raise UserError(f"--lr must be positive, got {lr}")
+        recipe = dataclasses.replace(recipe, optimizer_args={**recipe.optimizer_args, "learning_rate": lr})
     phases = list(recipe.phases)
     if epochs is not None:
         if epochs < 1:
@@ -162,26 +174,33 @@ def train(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     total_epochs = sum(p.epochs for p in phases)
+    if limit is not None and limit < 20:
+        raise UserError(f"--limit must be at least 20 images, got {limit}")
+    if test_limit is not None and not 10 <= test_limit <= 10000:
+        raise UserError(f"--test-limit must be between 10 and 10000, got {test_limit}")
+    weights = None
+    if recipe.kind == "features":
+        from .transfer import backbone_weights_arg
+
+        weights = backbone_weights_arg(model_name, backbone_weights)  # checked before any run directory exists
 
     # 1. Data: the training split, minus a stratified validation slice; test is for the end only.
     ds = cifar.load(data_dir)
     train_split = ds.train
     if limit is not None:
-        if limit < 20:
-            raise UserError(f"--limit must be at least 20 images, got {limit}")
         train_split = cifar.Split(train_split.images[:limit], train_split.labels[:limit])
         val_size = min(val_size, max(10, limit // 10))
     train_split, val_split = cifar.train_val_split(train_split, val_size, seed)
     echo(f"data: {ds.source} — train {len(train_split)}, validation {len(val_split)} (held out of train), test {len(ds.test)}")
 
     # 2. Run directory, resuming an interrupted run when its checkpoint is there.
-    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(model_name, runs_dir)
+    run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(model_name, runs_dir)
     done_epochs, model = runs.load_checkpoint(run_dir)
     keras.utils.set_random_seed(seed + done_epochs)  # same seed → same result, also after a resume
     strategy = distribute_scope(distribute, echo)
     with strategy:
         if model is None:
-            model = _build(info, backbone_weights)
+            model = info.factory(weights=weights) if recipe.kind == "features" else info.factory()
             model.compile(optimizer=_optimizer(recipe), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         else:
             echo(f"resuming {run_dir} after epoch {done_epochs}/{total_epochs}")
@@ -217,9 +236,13 @@ def train(
     train_seconds = time.perf_counter() - t_start
 
     # 4. Evaluate once on the test set, then write the run artifacts.
-    probs = predict_probs(model, ds.test.images)
-    test_acc = float((probs.argmax(1) == ds.test.labels).mean())
-    echo(f"test accuracy: {100 * test_acc:.2f}% on {len(ds.test)} images")
+    test = ds.test
+    if test_limit is not None:
+        idx = cifar.stratified_indices(test.labels, test_limit, seed)
+        test = cifar.Split(test.images[idx], test.labels[idx])
+    probs = predict_probs(model, test.images)
+    test_acc = float((probs.argmax(1) == test.labels).mean())
+    echo(f"test accuracy: {100 * test_acc:.2f}% on {len(test)} images")
     runs.save_model(model, run_dir / "model.keras")
     history = runs.read_history(run_dir / "history.csv")
     manifest = {
@@ -234,6 +257,7 @@ def train(
                  "val_images": len(val_split), "limit": limit, "seed": seed},
         "metrics": {
             "test_accuracy": test_acc,
+            "test_images": len(test),
             "final_train_accuracy": history[-1].get("accuracy") if history else None,
             "final_val_accuracy": history[-1].get("val_accuracy") if history else None,
             "documented_test_accuracy": info.documented_test_accuracy,
@@ -253,14 +277,6 @@ def train(
     runs.finish(run_dir)
     echo(f"wrote {run_dir}/ (model.keras, manifest.json, history.csv, curves.png)")
     return run_dir
-
-
-def _build(info: zoo.ModelInfo, backbone_weights):
-    if info.recipe.kind == "features":
-        from .transfer import backbone_weights_arg
-
-        return info.factory(weights=backbone_weights_arg(info.name, backbone_weights))
-    return info.factory()
 
 
 def _scale_phases(phases, epochs):

@@ -51,7 +51,12 @@ def _key(backbone, images: np.ndarray) -> str:
 
 def features(model, images: np.ndarray, echo=print, label="images") -> np.ndarray:
     """Backbone features of uint8 pixels, through the model's own upscale + scaling layers."""
-    extractor = keras.Model(model.input, model.get_layer("backbone").output, name="feature_extractor")
+    # Re-apply the deployable model's own first layers, so cached features are exactly what it computes.
+    inputs = keras.Input(shape=model.input_shape[1:])
+    x = inputs
+    for name in ("upscale", "backbone_scaling", "backbone"):
+        x = model.get_layer(name)(x)
+    extractor = keras.Model(inputs, x, name="feature_extractor")
     backbone = model.get_layer("backbone")
     path = _cache_dir() / f"{model.name}-{_key(backbone, images)}.npy"
     if path.is_file():

@@ -144,7 +144,7 @@ _DROPOUT_NOTE = "dropout rates unstated: 0.25 after conv blocks, 0.5 after Dense
     params=181_162,
     accuracy=63.05,
 )
-def seed002_m1_cnn():
+def seed002_m1_cnn(dropout=(0.25, 0.5)):
     """Conv32 5x5/2 same → Conv32 5x5/2 valid → MaxPool → Dropout → Dense512 → Dropout → Dense10."""
     keras, L = _keras(), _keras().layers
     inputs, x = _pixels_input()
@@ -153,11 +153,11 @@ def seed002_m1_cnn():
     x = L.Conv2D(32, 5, strides=2, padding="valid")(x)
     x = L.Activation("relu")(x)
     x = L.MaxPooling2D(2)(x)
-    x = L.Dropout(0.25)(x)
+    x = L.Dropout(dropout[0])(x)
     x = L.Flatten()(x)
     x = L.Dense(512)(x)
     x = L.Activation("relu")(x)
-    x = L.Dropout(0.5)(x)
+    x = L.Dropout(dropout[1])(x)
     x = L.Dense(NUM_CLASSES)(x)
     outputs = L.Activation("softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="seed002_m1_cnn")

@@ -1,0 +1,99 @@
+"""Seed reproduction table: one row per trained run, against the write-up's number.
+
+    python benchmarks/training_table.py RUN [RUN ...] --out benchmarks/results/training.md
+
+Copies each run's manifest.json, history.csv and curves.png (not the weights) into
+benchmarks/results/training/<run name>/ and writes the markdown table, with the command that
+made it at the top. When a run has been exported, its int8 artifacts' deltas are listed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+
+def _export_deltas(run: Path) -> str:
+    report = run / "export" / "export_report.json"
+    if not report.is_file():
+        return "not exported"
+    data = json.loads(report.read_text())
+    parts = []
+    for art in data.get("artifacts", []):
+        fmt = art.get("format", "")
+        if fmt.endswith("int8") and art.get("delta_pp") is not None:
+            parts.append(f"{fmt} {art['delta_pp']:+.2f} pp")
+    return ", ".join(parts) or "no int8 artifact"
+
+
+def row(run: Path) -> dict:
+    m = json.loads((run / "manifest.json").read_text())
+    metrics = m["metrics"]
+    acc = 100 * metrics["test_accuracy"]
+    doc = metrics.get("documented_test_accuracy")
+    return {
+        "model": m["model"],
+        "run": run.name,
+        "params": m["params"],
+        "recipe": m["recipe"]["description"],
+        "epochs": m["recipe"]["epochs"],
+        "train_images": m["data"]["train_images"],
+        "minutes": metrics.get("train_seconds_total", 0) / 60,
+        "test_acc": acc,
+        "test_images": metrics.get("test_images", 10000),
+        "documented": doc,
+        "diff": None if doc is None else acc - doc,
+        "int8": _export_deltas(run),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/training.md"))
+    args = ap.parse_args(argv)
+    runs = [r for r in args.runs if (r / "manifest.json").is_file()]
+    if not runs:
+        print("training_table: no finished run (a folder with manifest.json) among the arguments", file=sys.stderr)
+        return 2
+    rows = sorted((row(r) for r in runs), key=lambda r: r["model"])
+    copies = args.out.parent / "training"
+    for r, run in zip(rows, sorted(runs, key=lambda p: json.loads((p / "manifest.json").read_text())["model"])):
+        dest = copies / run.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("manifest.json", "history.csv", "curves.png", "evaluation.json", "confusion.png"):
+            if (run / name).is_file():
+                shutil.copy2(run / name, dest / name)
+    command = "python benchmarks/training_table.py " + " ".join(shlex.quote(str(r)) for r in args.runs) + f" --out {args.out}"
+    lines = [
+        "# Seed reproduction on CIFAR-10",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        "Each run trained with `edgecifar train MODEL` (documented recipe) on this 2-core CPU; validation is a stratified",
+        "5,000-image slice held out of the 50,000 training images, the test set (10,000) is used once at the end.",
+        "Wall time is the sum of epoch times and depends on what else the machine was doing.",
+        "",
+        "| model | params | recipe | epochs | train images | wall time | test top-1 | write-up | difference | int8 export |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        doc = f"{r['documented']:.2f} %" if r["documented"] is not None else "—"
+        diff = f"{r['diff']:+.2f} pp" if r["diff"] is not None else "—"
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['recipe']} | {r['epochs']} | {r['train_images']:,} | "
+            f"{r['minutes']:.1f} min | {r['test_acc']:.2f} % ({r['test_images']:,}) | {doc} | {diff} | {r['int8']} |"
+        )
+    lines += ["", "Per-run manifest, history and curves: `training/<run>/`."]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out} ({len(rows)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Training: every zoo model trains and leaves a complete run directory; runs resume; seeds repeat."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edgecifar import runs, zoo
+from edgecifar.train import train
+
+from .conftest import MOBILENET_035, run_cli
+
+RUN_FILES = ["model.keras", "manifest.json", "history.csv", "curves.png"]
+MANIFEST_KEYS = ["model", "params", "recipe", "preprocessing", "class_names", "data", "metrics", "versions", "git_commit"]
+
+
+def _check_run_dir(run_dir, model_name, epochs):
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+    assert not (run_dir / "checkpoint").exists()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for key in MANIFEST_KEYS:
+        assert key in manifest, key
+    assert manifest["model"] == model_name
+    assert manifest["data"]["fingerprint"]["test_count"] == 10000
+    assert 0.0 <= manifest["metrics"]["test_accuracy"] <= 1.0
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert all(r["val_accuracy"] for r in rows)  # validated on the held-out slice every epoch
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return manifest
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if n != "seed004_inceptionv3_transfer"])
+def test_every_model_trains_one_epoch_on_512_images(name, data_dir, tmp_path):
+    kwargs = {"backbone_weights": MOBILENET_035} if zoo.model_info(name).recipe.kind == "features" else {}
+    run_dir = train(name, data_dir=data_dir, runs_dir=tmp_path, epochs=1, limit=512, test_limit=500, echo=lambda *_: None,
+                    **kwargs)
+    manifest = _check_run_dir(run_dir, name, 1)
+    assert manifest["data"]["train_images"] + manifest["data"]["val_images"] == 512
+    assert manifest["metrics"]["test_images"] == 500
+
+
+def test_inception_transfer_path_works_with_random_weights(data_dir, tmp_path, monkeypatch):
+    """The write-up's InceptionV3 at 299x299, on a few images (real weights are a download away)."""
+    monkeypatch.setenv("EDGECIFAR_CACHE", str(tmp_path / "cache"))
+    run_dir = train("seed004_inceptionv3_transfer", data_dir=data_dir, runs_dir=tmp_path, epochs=1, limit=40, test_limit=20,
+                    backbone_weights="random", echo=lambda *_: None)
+    manifest = _check_run_dir(run_dir, "seed004_inceptionv3_transfer", 1)
+    assert manifest["params"] == 21_802_784 + 2048 * 10 + 10
+    assert list((tmp_path / "cache" / "features").glob("*.npy"))  # features were cached on disk
+
+
+def test_transfer_reuses_cached_features(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECIFAR_CACHE", str(tmp_path / "cache"))
+    lines = []
+    for _ in range(2):
+        train("seed004_mobilenetv2_transfer", data_dir=data_dir, runs_dir=tmp_path, epochs=1, limit=256, test_limit=100,
+              backbone_weights=MOBILENET_035, echo=lines.append)
+    assert any(line.startswith("features: cached train") for line in lines)
+
+
+def test_same_seed_same_result(data_dir, tmp_path):
+    a = train("seed002_m1_cnn", data_dir=data_dir, runs_dir=tmp_path / "a", epochs=1, limit=512, test_limit=500, seed=3,
+              echo=lambda *_: None)
+    b = train("seed002_m1_cnn", data_dir=data_dir, runs_dir=tmp_path / "b", epochs=1, limit=512, test_limit=500, seed=3,
+              echo=lambda *_: None)
+    ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (a, b))
+    assert ma["metrics"]["test_accuracy"] == mb["metrics"]["test_accuracy"]
+    wa, wb = (runs.load_model(r / "model.keras").get_weights() for r in (a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_last_epoch(data_dir, tmp_path):
+    def stop_after_first_epoch(line):
+        if line.startswith("epoch 1/"):
+            raise _Interrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Interrupt):
+        train("seed003_bn_cnn", data_dir=data_dir, run_dir=run_dir, epochs=2, limit=256, test_limit=100,
+              echo=stop_after_first_epoch)
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text()) == {"epoch": 1}
+    assert not (run_dir / "manifest.json").exists()
+    lines = []
+    train("seed003_bn_cnn", data_dir=data_dir, run_dir=run_dir, epochs=2, limit=256, test_limit=100, echo=lines.append)
+    assert any("resuming" in line and "after epoch 1/2" in line for line in lines)
+    assert not any(line.startswith("epoch 1/") for line in lines)  # epoch 1 was not trained again
+    _check_run_dir(run_dir, "seed003_bn_cnn", 2)
+
+
+def test_train_cli_default_model_writes_run(data_dir, tmp_path):
+    res = run_cli("train", "--limit", "256", "--epochs", "1", "--test-limit", "100", "--runs-dir", tmp_path, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"default model {zoo.DEFAULT_MODEL}" in res.stdout
+    assert "epoch 1/1" in res.stdout and "test accuracy" in res.stdout
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith(zoo.DEFAULT_MODEL)]
+    _check_run_dir(run_dir, zoo.DEFAULT_MODEL, 1)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--limit", "5"], "--limit must be at least 20"),
+    (["--backbone-weights", "/nope.h5", "seed004_mobilenetv2_transfer"], "--backbone-weights /nope.h5 does not exist"),
+])
+def test_train_bad_options_are_one_line_errors(tmp_path, args, message):
+    res = run_cli("train", *args, "--runs-dir", tmp_path, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_writes_report_and_plots(tiny_run):
+    res = run_cli("evaluate", tiny_run)
+    assert res.returncode == 0, res.stderr
+    assert "precision" in res.stdout and "airplane" in res.stdout and "macro avg" in res.stdout
+    report = json.loads((tiny_run / "evaluation.json").read_text())
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == 10000 and cm.sum(1).tolist() == [1000] * 10
+    assert report["test_accuracy"] == pytest.approx(np.trace(cm) / 10000)
+    for png in ("confusion.png", "misclassified.png"):
+        assert (tiny_run / png).read_bytes()[:4] == b"\x89PNG"
