@@ -56,5 +56,6 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype,
                         max_drop=max_drop, debug_quant=debug_quant, echo=click.echo, runs_dir=runs_dir, out_dir=out_dir,
                         command=command)
     if report["max_drop"] and report["max_drop"]["exceeded"]:
-        raise click.exceptions.Exit(1)
+        # SystemExit, not click's Exit: edgecifar.cli.main runs click non-standalone, where Exit codes are swallowed.
+        sys.exit(1)
 

@@ -1,0 +1,281 @@
+"""`edgecifar export` on the tiny run: every format, integer-only int8, metadata, bad inputs, latest run, --max-drop.
+
+Each test works on its own copy of the tiny run (model.keras + manifest.json) so exports of
+other tests never mix with these. Checks use 500 stratified test images, calibration 200.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+CHECK = ["--check-samples", "500", "--calib-samples", "200"]
+TFLITE = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8")
+ONNX = ("onnx_float32", "onnx_int8")
+NAMES = {
+    "tflite_float32": "seed002_m1_cnn_float32.tflite",
+    "tflite_float16": "seed002_m1_cnn_float16.tflite",
+    "tflite_dynamic": "seed002_m1_cnn_dynamic.tflite",
+    "tflite_int8": "seed002_m1_cnn_int8.tflite",
+    "onnx_float32": "seed002_m1_cnn_float32.onnx",
+    "onnx_int8": "seed002_m1_cnn_int8.onnx",
+}
+
+
+def copy_run(src: Path, runs_dir: Path, name: str | None = None) -> Path:
+    dst = runs_dir / (name or src.name)
+    dst.mkdir(parents=True)
+    for f in ("model.keras", "manifest.json"):
+        shutil.copy2(src / f, dst / f)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def full_export(tiny_run, tmp_path_factory):
+    """One export of every format; (run dir, completed process, report)."""
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("full"))
+    proc = run_cli("export", run, *CHECK)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((run / "export" / "export_report.json").read_text())
+    return run, proc, report
+
+
+def interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    return interp
+
+
+def assert_integer_only(path, io_dtype):
+    """Every tensor integer; int32 only as bias or shape arithmetic; no DEQUANTIZE; QUANTIZE only at the I/O boundary."""
+    interp = interpreter(path)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert np.dtype(inp["dtype"]) == np.dtype(io_dtype) and np.dtype(out["dtype"]) == np.dtype(io_dtype)
+
+    floats = [t["name"] for t in tensors.values() if np.dtype(t["dtype"]).kind == "f"]
+    assert not floats, f"float tensors in the int8 model: {floats}"
+    names = [op["op_name"] for op in ops]
+    assert "DEQUANTIZE" not in names, names
+    allowed_int32 = set()
+    for op in ops:
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op["inputs"]) > 2:
+            allowed_int32.add(op["inputs"][2])  # bias
+        if op["op_name"] in ("SHAPE", "STRIDED_SLICE", "PACK"):
+            allowed_int32.update(i for i in (*op["inputs"], *op["outputs"]) if i >= 0)
+        if op["op_name"] == "RESHAPE" and len(op["inputs"]) > 1:
+            allowed_int32.add(op["inputs"][1])  # target shape
+        if op["op_name"] == "QUANTIZE":
+            # uint8 <-> int8 requantization of the model input or output, nothing else.
+            touches_io = inp["index"] in op["inputs"] or out["index"] in op["outputs"]
+            assert touches_io, f"QUANTIZE inside the graph: {op}"
+            for i in (*op["inputs"], *op["outputs"]):
+                assert np.dtype(tensors[i]["dtype"]).kind in "iu"
+    stray = [t["name"] for i, t in tensors.items() if np.dtype(t["dtype"]) == np.int32 and i not in allowed_int32]
+    assert not stray, f"int32 tensors that are neither bias nor shape: {stray}"
+    other = {np.dtype(t["dtype"]).name for t in tensors.values()} - {"int8", "uint8", "int32"}
+    assert not other, other
+    return interp
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+def test_export_writes_every_format_and_the_report(full_export):
+    run, proc, report = full_export
+    out = run / "export"
+    for fmt, name in NAMES.items():
+        assert (out / name).is_file(), f"{fmt}: {name} missing"
+    for fmt in TFLITE:
+        assert (out / (NAMES[fmt] + ".json")).is_file()
+    assert "```\nedgecifar export " in (out / "export_report.md").read_text()[:200]  # the exact command, at the top
+    assert [a["format"] for a in report["artifacts"]] == [*TFLITE, *ONNX]
+    by_fmt = {a["format"]: a for a in report["artifacts"]}
+    for fmt, a in by_fmt.items():
+        assert a["status"] in ("passed", "accuracy drop above budget"), (fmt, a)
+        assert a["samples"] == 500 and 0 <= a["accuracy"] <= 1 and a["size_bytes"] == (out / NAMES[fmt]).stat().st_size
+    # Float32 artifacts are the Keras model: same top-1 decisions.
+    assert by_fmt["tflite_float32"]["agreement"] == 1.0 and by_fmt["onnx_float32"]["agreement"] == 1.0
+    # Quantized artifacts are smaller.
+    assert by_fmt["tflite_int8"]["size_bytes"] < by_fmt["tflite_float32"]["size_bytes"] / 3
+    assert by_fmt["onnx_int8"]["size_bytes"] < by_fmt["onnx_float32"]["size_bytes"] / 3
+    assert report["check"]["samples"] == 500 and "stratified" in report["check"]["selection"]
+    assert report["budgets_pp"]["tflite_int8"] == 1.0 and report["budgets_pp"]["tflite_float16"] == 0.1
+    cal = report["calibration"]
+    assert cal["split"] == "train" and cal["samples"] == 200 and cal["per_class_counts"] == [20] * 10
+    # Progress and the next steps are printed; the converter's own chatter is not.
+    for text in ("calibrating: 200/200", "checking tflite_int8: 500/500", "next:", "edgecifar run", "edgecifar benchmark"):
+        assert text in proc.stdout
+    assert "Saved artifact" not in proc.stdout and not list(out.glob(".*"))
+
+
+def test_int8_tflite_is_integer_only_with_uint8_io(full_export):
+    run, _, _ = full_export
+    interp = assert_integer_only(run / "export" / NAMES["tflite_int8"], "uint8")
+    scale, zero = interp.get_input_details()[0]["quantization"]
+    assert (scale, zero) == (1.0, 0), "calibration spans 0..255, so uint8 pixels should pass through unchanged"
+
+
+def test_int8_io_option(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    proc = run_cli("export", run, "--formats", "tflite_int8", "--io", "int8", "--check-samples", "200", "--calib-samples", "100")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (run / "export").iterdir()) == sorted(
+        [NAMES["tflite_int8"], NAMES["tflite_int8"] + ".json", "export_report.json", "export_report.md"])
+    interp = assert_integer_only(run / "export" / NAMES["tflite_int8"], "int8")
+    assert interp.get_input_details()[0]["quantization"] == (1.0, -128)
+
+
+def test_metadata_round_trips(full_export):
+    from edgecifar.device import metadata
+    from edgecifar.files import sha256_file
+
+    run, _, report = full_export
+    model_sha = sha256_file(run / "model.keras")
+    manifest = json.loads((run / "manifest.json").read_text())
+    for fmt, name in NAMES.items():
+        path = run / "export" / name
+        meta = metadata.read(path)
+        assert meta["format"] == fmt and meta["model"] == "seed002_m1_cnn"
+        assert meta["class_names"] == manifest["class_names"]
+        assert meta["source_model"]["sha256"] == model_sha
+        assert (meta["input"]["height"], meta["input"]["width"], meta["input"]["channels"]) == (32, 32, 3)
+        assert meta["input"]["layout"] == "NHWC" and meta["input"]["color_order"] == "RGB"
+        assert meta["tool"]["tensorflow-cpu"] and meta["tool"]["edgecifar"]
+        if fmt.endswith("int8"):
+            assert meta["calibration"] == report["calibration"]
+        else:
+            assert meta["calibration"] is None
+        if fmt.startswith("tflite_"):
+            interp = interpreter(path)
+            for side, detail in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
+                assert meta[side]["dtype"] == np.dtype(detail["dtype"]).name
+                q = meta[side]["quantization"]
+                if fmt == "tflite_int8":
+                    assert (q["scale"], q["zero_point"]) == pytest.approx(detail["quantization"])
+                else:
+                    assert q is None and detail["dtype"] == np.float32
+
+
+# --- bad input: one line, exit 2, nothing left behind --------------------------------------
+
+
+def _dense_model(path: Path):
+    import keras
+
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(10, activation="softmax")])
+    model.save(path)
+
+
+BAD = {  # case -> what the one-line error must say
+    "missing run": "does not exist",
+    "not a keras model": "not a loadable Keras model",
+    "not an image model": "not an image tensor",
+    "calibration set empty": "--calib-samples 0",
+    "calibration set too big": "more than the 50000 training images",
+    "unwritable output": "cannot write",
+}
+
+
+def _bad_case(case: str, run: Path) -> tuple[Path, list[str]]:
+    """Prepare `case` in the copied run; return (RUN argument, extra options)."""
+    if case == "missing run":
+        return run.parent / "no-such-run", []
+    if case == "not a keras model":
+        (run / "model.keras").write_text("not a model")
+    elif case == "not an image model":
+        _dense_model(run / "model.keras")
+    elif case == "calibration set empty":
+        return run, ["--calib-samples", "0"]
+    elif case == "calibration set too big":
+        return run, ["--calib-samples", "50001"]
+    elif case == "unwritable output":
+        (run / "export").write_text("a file where the output folder should be")
+    return run, []
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "runs")
+    expected = BAD[case]
+    target, extra = _bad_case(case, run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = run_cli("export", target, *extra, "--check-samples", "100")
+    assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-1000:])
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgecifar: error: ") and expected in err[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no artifact, no temp file
+
+
+# --- latest run, --max-drop ----------------------------------------------------------------
+
+
+def test_no_run_argument_exports_the_latest_run(tiny_run, tmp_path):
+    runs_dir = tmp_path / "runs"
+    older = copy_run(tiny_run, runs_dir, "seed002_m1_cnn-20990101-000000")
+    newer = copy_run(tiny_run, runs_dir, "seed002_m1_cnn-20990101-000001")
+    t = (older / "manifest.json").stat().st_mtime
+    os.utime(older / "manifest.json", (t - 100, t - 100))
+    proc = run_cli("export", "--int8", "--check-samples", "200", "--calib-samples", "100", env={"EDGECIFAR_RUNS": str(runs_dir)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (older / "export").exists()
+    written = sorted(p.name for p in (newer / "export").glob("seed002_m1_cnn_*") if not p.name.endswith(".json"))
+    assert written == sorted([NAMES["tflite_int8"], NAMES["onnx_int8"]])
+
+
+def test_max_drop_fails_the_command_when_int8_loses_more(full_export, tiny_run, tmp_path):
+    """Thresholds set around the int8 drop this very export measures, so both outcomes are real."""
+    _, _, report = full_export
+    drop = -next(a for a in report["artifacts"] if a["format"] == "tflite_int8")["delta_pp"]
+    run = copy_run(tiny_run, tmp_path)
+    args = ("export", run, "--formats", "tflite_int8", *CHECK)
+    strict = run_cli(*args, "--max-drop", f"{drop - 0.5:.2f}")
+    assert strict.returncode == 1, strict.stdout[-1500:]
+    assert "--max-drop" in strict.stdout and "exceeded by: tflite_int8" in strict.stdout
+    result = json.loads((run / "export" / "export_report.json").read_text())
+    assert result["max_drop"]["exceeded"] == ["tflite_int8"]
+    lenient = run_cli(*args, "--max-drop", f"{drop + 0.5:.2f}")
+    assert lenient.returncode == 0, lenient.stdout[-1500:]
+
+
+# --- calibration set (no TensorFlow) -------------------------------------------------------
+
+
+def test_calibration_set_is_stratified_reproducible_and_described():
+    from edgecifar.data import Split
+    from edgecifar.errors import UserError
+    from edgecifar.export.calibration import CalibrationSet, validate_count
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(10), 30)
+    split = Split(rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8), labels)
+    a = CalibrationSet.from_training_split(split, 55, seed=3)
+    b = CalibrationSet.from_training_split(split, 55, seed=3)
+    assert np.array_equal(a.indices, b.indices) and len(a) == 55
+    d = a.describe()
+    assert d["split"] == "train" and d["per_class_counts"] == [6] * 5 + [5] * 5 and d["indices_sha256"] == b.describe()["indices_sha256"]
+    batches = list(a.tflite_representative_dataset())
+    assert len(batches) == 55 and batches[0][0].dtype == np.float32 and batches[0][0].shape == (1, 32, 32, 3)
+    assert np.array_equal(batches[7][0][0], split.images[a.indices[7]].astype(np.float32))  # raw 0..255, unscaled
+    reader = a.onnx_reader("pixels", batch_size=10)
+    fed = []
+    while (item := reader.get_next()) is not None:
+        fed.append(item["pixels"])
+    assert np.array_equal(np.concatenate(fed), np.concatenate([x[0] for x in batches]))
+    warnings = []
+    validate_count(50, 300, warnings.append)
+    assert warnings and "50" in warnings[0]
+    for n in (0, 9, 301):
+        with pytest.raises(UserError):
+            validate_count(n, 300)
