@@ -165,6 +165,31 @@ def test_video_frames_accuracy_within_1pp_of_the_exporters_check(fmt, artifacts,
     assert "end-to-end" in res.stderr and "inference" in res.stderr  # the summary went to stderr, stdout is pure JSON
 
 
+TRAINED_EXPORT = os.environ.get("EDGECIFAR_DEVICE_EXPORT")  # e.g. runs/seed002_m1_cnn-*/export
+
+
+@pytest.mark.skipif(not TRAINED_EXPORT, reason="set EDGECIFAR_DEVICE_EXPORT=RUN/export to check a trained model's export")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_video_accuracy_of_a_trained_export_within_1pp(fmt, images, video):
+    """The issue's acceptance on all 200 frames, for a real (trained) model, where near-ties are rarer."""
+    from edgecifar.export import artifact_name
+
+    export = Path(TRAINED_EXPORT)
+    model_name = json.loads((export / "export_report.json").read_text())["model"]
+    path = export / artifact_name(model_name, fmt)
+    rgb, labels = images
+    ref = reference_top1(path, rgb)
+    res = run_cli("run", path, "--source", video, "--json")
+    assert res.returncode == 0, res.stderr
+    records = json_lines(res.stdout)
+    assert [r["frame"] for r in records] == list(range(N_IMAGES))
+    pred = np.array([r["top"][0]["index"] for r in records])
+    acc_video, acc_ref = float((pred == labels).mean()), float((ref == labels).mean())
+    print(f"{path.name}: video accuracy {100 * acc_video:.2f}% vs check {100 * acc_ref:.2f}% on {N_IMAGES} frames, "
+          f"agreement {100 * (pred == ref).mean():.2f}%")
+    assert abs(acc_video - acc_ref) <= 0.01
+
+
 # --- options --------------------------------------------------------------------------------
 
 
