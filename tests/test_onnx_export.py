@@ -1,0 +1,256 @@
+"""ONNX export (float32 via tf2onnx, int8 QDQ via onnxruntime.quantization) and the per-layer
+quantization debug reports, on the tiny trained run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecifar.device import metadata as meta_io
+from edgecifar.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+N_TEST = 500
+N_CALIB = 200
+# Softmax outputs of the same float graph in two runtimes: differences are float rounding (~1e-7).
+FLOAT_TOL = 1e-5
+# A 2-epoch model is unsure between classes, so int8 rounding flips more argmaxes than on a
+# trained model (measured ~94%); the bar still catches a broken quantization (~10% = chance).
+MIN_INT8_AGREEMENT = 0.85
+
+
+def _meta(fmt: str) -> dict:
+    return {"schema": meta_io.SCHEMA, "model": "seed002_m1_cnn", "format": fmt, "class_names": [str(i) for i in range(10)]}
+
+
+@pytest.fixture(scope="module")
+def calib_images(cifar) -> np.ndarray:
+    from edgecifar.data import stratified_indices
+
+    return cifar.train.images[stratified_indices(cifar.train.labels, N_CALIB, 0)]
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tiny_run, calib_images, tmp_path_factory) -> dict[str, Path]:
+    from edgecifar.export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    keras_path = tiny_run / "model.keras"
+    paths = {
+        "float32": export_onnx(keras_path, out / "m_float32.onnx", None, quantize=False, metadata=_meta("onnx_float32")),
+        "int8": export_onnx(keras_path, out / "m_int8.onnx", calib_images, quantize=True,
+                            metadata=_meta("onnx_int8")),
+        "int8_per_tensor": export_onnx(keras_path, out / "m_int8_pt.onnx", calib_images, quantize=True, per_channel=False,
+                                       calib_method="entropy", metadata=_meta("onnx_int8")),
+    }
+    return paths
+
+
+@pytest.fixture(scope="module")
+def keras_probs(tiny_run, cifar) -> np.ndarray:
+    import keras
+
+    model = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    return model.predict(cifar.test.images[:N_TEST].astype(np.float32), verbose=0)
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _run(path, images: np.ndarray) -> np.ndarray:
+    return _session(path).run(None, {"pixels": images.astype(np.float32)})[0]
+
+
+# --- float32 ------------------------------------------------------------------------------
+
+
+def test_float_onnx_is_valid_has_dynamic_batch_and_matches_keras(onnx_models, keras_probs, cifar):
+    import onnx
+
+    model = onnx.load(str(onnx_models["float32"]))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "pixels" and out.name == "probs"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value, "batch dimension must be dynamic"
+    assert [d.dim_value for d in dims[1:]] == [32, 32, 3]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+    images = cifar.test.images[:N_TEST]
+    probs = _run(onnx_models["float32"], images)
+    assert np.abs(probs - keras_probs).max() <= FLOAT_TOL
+    for batch in (1, 7):  # any batch size runs
+        assert np.abs(_run(onnx_models["float32"], images[:batch]) - keras_probs[:batch]).max() <= FLOAT_TOL
+
+
+# --- int8 QDQ -----------------------------------------------------------------------------
+
+
+def _weight_scales(path) -> list[tuple[str, int, int]]:
+    """(consumer op, number of scales, consumer's output channels) for every quantized weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {name: n for n in model.graph.node for name in n.input}
+    rows = []
+    for node in model.graph.node:
+        weight = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if weight is None or weight.ndim < 2:
+            continue
+        consumer = consumers[node.output[0]]
+        if consumer.op_type == "Conv":
+            channels = weight.shape[0]
+        else:
+            assert consumer.op_type in ("Gemm", "MatMul"), consumer.op_type
+            trans_b = next((a.i for a in consumer.attribute if a.name == "transB"), 0)
+            channels = weight.shape[0] if trans_b else weight.shape[-1]
+        rows.append((consumer.op_type, int(inits[node.input[1]].size), int(channels)))
+    return rows
+
+
+def test_int8_is_valid_qdq_with_int8_weights_and_activations_and_float_io(onnx_models):
+    import onnx
+
+    model = onnx.load(str(onnx_models["int8"]))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    inits = {i.name: i for i in model.graph.initializer}
+    # Every activation quantizer's zero point, and every quantized weight, is signed int8.
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
+    weights = [inits[n.input[0]] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) >= 2]
+    assert weights and all(w.data_type == onnx.TensorProto.INT8 for w in weights)
+    assert {op for op, _, _ in _weight_scales(onnx_models["int8"])} >= {"Conv"}
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_per_channel_has_one_scale_per_output_channel_per_tensor_has_one(onnx_models):
+    per_channel, per_tensor = _weight_scales(onnx_models["int8"]), _weight_scales(onnx_models["int8_per_tensor"])
+    assert len(per_channel) == len(per_tensor) >= 4  # 2 conv + 2 dense weights in seed002_m1_cnn
+    assert all(n == channels > 1 for _, n, channels in per_channel), per_channel
+    assert all(n == 1 for _, n, _ in per_tensor), per_tensor
+
+
+@pytest.mark.parametrize("variant", ["int8", "int8_per_tensor"])
+def test_int8_agrees_with_keras(onnx_models, keras_probs, cifar, variant):
+    probs = _run(onnx_models[variant], cifar.test.images[:N_TEST])
+    assert np.isfinite(probs).all()
+    agreement = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
+    assert agreement >= MIN_INT8_AGREEMENT, f"{variant}: top-1 agreement with Keras {agreement:.3f}"
+
+
+def test_metadata_round_trips_through_the_device_reader(onnx_models):
+    from edgecifar.device.runtime import Classifier
+
+    meta = meta_io.read(onnx_models["int8"])
+    assert {k: meta[k] for k in _meta("onnx_int8")} == _meta("onnx_int8")
+    assert meta["onnx_opset"] == 17
+    assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": True,
+                                    "calibration_method": "minmax", "calibration_samples": N_CALIB}
+    assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["per_channel"] is False
+    assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["calibration_method"] == "entropy"
+    assert meta_io.read(onnx_models["float32"])["quantization"] is None
+    assert Classifier(onnx_models["int8"]).meta == meta
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"quantize": True, "calib_method": "kl"}, "--calib-method"),
+    ({"quantize": True, "opset": 12}, "--opset"),
+    ({"quantize": False, "opset": 30}, "--opset"),
+    ({"quantize": True, "calib": None}, "calibration images"),
+])
+def test_bad_options_are_user_errors_and_write_nothing(tiny_run, calib_images, tmp_path, kwargs, message):
+    from edgecifar.export.onnx_export import export_onnx
+
+    calib = kwargs.pop("calib", calib_images)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserError, match=message):
+        export_onnx(tiny_run / "model.keras", out, calib, metadata=_meta("onnx_int8"), **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- quantization debugging ---------------------------------------------------------------
+
+
+def test_debug_onnx_reports_every_layer_and_flags_nothing_on_a_healthy_model(onnx_models, calib_images, tmp_path):
+    from edgecifar.export.debug_quant import debug_onnx
+
+    md, js = debug_onnx(onnx_models["float32"], onnx_models["int8"], calib_images, tmp_path, echo=lambda *_: None)
+    report = json.loads(js.read_text())
+    ops = {layer["op"] for layer in report["layers"]}
+    assert {"Relu", "Softmax"} <= ops
+    assert all(layer["local_sqnr_db"] is None or layer["local_sqnr_db"] > 0 for layer in report["layers"])
+    # Per-channel scales: 32 per conv kernel, 512 and 10 per dense kernel (seed002_m1_cnn).
+    assert {w["channels"] for w in report["weights"]} >= {32, 512, 10}
+    assert report["model"]["top1_agreement"] >= MIN_INT8_AGREEMENT
+    assert report["suggestions"] == []
+    assert "Keep these in float" not in md.read_text() and "| Relu |" in md.read_text()
+
+
+def test_debug_onnx_finds_a_layer_with_a_broken_range(onnx_models, calib_images, tmp_path):
+    """Shrink one activation's quantization scale 30x (heavy clipping): the report must rank it
+    worst and say how to keep its node in float."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecifar.export.debug_quant import debug_onnx
+
+    model = onnx.load(str(onnx_models["int8"]))
+    # QDQ folds Relu into the quantizer's range, so find a ReLU activation by its quantizer's input.
+    quantizer = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0].endswith("Relu:0"))
+    relu_out = quantizer.input[0]
+    scale = next(i for i in model.graph.initializer if i.name == quantizer.input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) / 30, scale.name))
+    broken = tmp_path / "broken_int8.onnx"
+    onnx.save(model, str(broken))
+
+    _, js = debug_onnx(onnx_models["float32"], broken, calib_images, tmp_path, echo=lambda *_: None)
+    report = json.loads(js.read_text())
+    assert report["worst"][0] == relu_out
+    first = report["suggestions"][0]
+    assert first["op"] == "Relu" and "nodes_to_exclude" in first["how"] and first["layer"] in first["how"]
+
+
+def test_debug_tflite_reports_per_layer_error_of_the_exported_int8_model(tiny_run, data_dir, calib_images, tmp_path):
+    from edgecifar.export import export_run
+    from edgecifar.export.debug_quant import SUSPECT_RMSE_SCALE, debug_tflite
+
+    report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=50, data_dir=data_dir,
+                        out_dir=tmp_path, echo=lambda *_: None)
+    int8 = Path(report["artifacts"][0]["path"])
+    md, js = debug_tflite(tiny_run / "model.keras", int8, calib_images[:50], tmp_path, echo=lambda *_: None)
+    result = json.loads(js.read_text())
+    compute = [layer for layer in result["layers"] if layer["op"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(compute) == 4  # 2 conv + 2 dense
+    # A healthy model's compute layers show rounding-level error: 0 < rmse/scale < the suspect bar.
+    assert all(0 < layer["rmse_per_scale"] < SUSPECT_RMSE_SCALE for layer in compute), compute
+    assert all(isinstance(layer["sqnr_db"], float) and layer["sqnr_db"] > 0 for layer in compute)
+    # The artifact line is about the written file itself, as the device runs it.
+    import keras
+
+    from edgecifar.device.runtime import Classifier
+
+    images = calib_images[:50]
+    keras_top1 = keras.models.load_model(tiny_run / "model.keras").predict(images.astype(np.float32), verbose=0).argmax(1)
+    expected = float(np.mean(Classifier(int8).predict(images).argmax(1) == keras_top1))
+    assert result["model"]["artifact_top1_agreement_with_keras"] == pytest.approx(expected)
+    assert "CONV_2D" in md.read_text() and str(int8.name) in md.read_text()
+
+
+def test_debug_needs_calibration_images(onnx_models, tmp_path):
+    from edgecifar.export.debug_quant import debug_onnx
+
+    with pytest.raises(UserError, match="calibration images"):
+        debug_onnx(onnx_models["float32"], onnx_models["int8"], np.zeros((0, 32, 32, 3), np.uint8), tmp_path)
