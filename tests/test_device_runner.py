@@ -246,6 +246,11 @@ def test_corrupt_image_in_folder_is_counted_and_skipped(artifacts, png_dir, tmp_
     assert [r["file"] for r in records] == ["test_00000.png", "test_00001.png", "test_00002.png"]
     assert [r["frame"] for r in records] == [0, 1, 3]  # frame = position in the source, the skipped file included
     assert "skipped test_00001b.png" in res.stderr and "1 undecodable frame(s) skipped" in res.stderr
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    res = run_cli("run", artifacts["onnx_int8"], "--source", only_bad)
+    assert res.returncode == 2 and "none of its 1 frame(s) could be decoded" in res.stderr
 
 
 def test_show_without_a_display_is_refused(artifacts, video):

@@ -262,7 +262,7 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
             record = {"frame": position}
             if name is not None:
                 record["file"] = name
-            record["time"] = round(time.time(), 3)
+            record["timestamp"] = round(time.time(), 3)  # Unix time, seconds
             record["top"] = [{"label": label, "index": i, "confidence": round(conf, 4)} for i, label, conf in top]
             record["ms"] = {key: round(v, 3) for key, v in ms.items()}
             if opts.json_lines:
@@ -312,6 +312,9 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
             print(f"saved {saved}", file=info_stream, flush=True)
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)
+    if reason == "end of stream" and stats.frames == 0:
+        what = f"none of its {stats.failed} frame(s) could be decoded" if stats.failed else "it delivered no frame"
+        raise UserError(f"{source.description}: {what}; check that it is a readable image or video")
     return stats
 
 

@@ -130,6 +130,8 @@ class Capture(Source):
             self._first = frame
         else:
             self._first = None
+        # An http:// URL can point at a file (a frame count) rather than a live camera (none).
+        self._finite = kind == "video" or float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else 0.0
         self._index = 0
@@ -140,9 +142,14 @@ class Capture(Source):
             return True, _to_bgr(frame), None
         if self.kind != "camera":
             ok, frame = self._cap.read()
-            if not ok or frame is None:
-                return END  # files and streams end this way; a broken stream too: the summary says how far it got
-            return True, _to_bgr(frame), None
+            if ok and frame is not None:
+                self._index += 1
+                return True, _to_bgr(frame), None
+            if self.kind == "video" or self._finite:
+                return END
+            # A live stream has no end: it broke. An error (exit 2) lets systemd's Restart=on-failure reconnect.
+            raise UserError(f"{self.description} stopped delivering frames after {self._index}; "
+                            "the camera or the network went away")
         start = time.monotonic()
         while True:
             ok, frame = self._cap.read()
