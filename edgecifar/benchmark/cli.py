@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -73,7 +74,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         from ..export import export_run
 
         click.echo(f"exporting {run_dir} (no export/ yet) ...")
-        export_run(run_dir)
+        export_run(run_dir, echo=click.echo)
 
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
     command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir)
@@ -88,7 +89,8 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
             click.echo(f"edgecifar: accuracy floor {floor} not met by {len(bad)} format(s):", err=True)
             for line in bad:
                 click.echo(f"  {line}", err=True)
-            raise click.exceptions.Exit(1)
+            # SystemExit, not click's Exit: with standalone_mode=False click returns Exit's code instead of exiting.
+            sys.exit(1)
         click.echo(f"accuracy floor {floor}: all {len(results['rows'])} formats pass")
 
 

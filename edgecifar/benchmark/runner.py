@@ -65,20 +65,29 @@ class Progress:
     """One plain-text line per cell: a bar, the count, what ran, its headline numbers, time left.
     Plain lines (no carriage returns) so logs and CI without a TTY read the same as a terminal."""
 
-    def __init__(self, total: int, echo, width: int = 20):
-        self.total, self.echo, self.width = total, echo, width
+    def __init__(self, kinds: list[str], echo, width: int = 20):
+        # kinds: one entry per cell ("keras" or "artifact"); Keras cells cost far more (TensorFlow
+        # import, model.predict), so time left is estimated per kind.
+        self.kinds, self.total, self.echo, self.width = kinds, len(kinds), echo, width
         self.done = 0
         self.start = time.perf_counter()
+        self.spent: dict[str, list[float]] = {}
+        self._t0 = self.start
 
     def begin(self, label: str) -> None:
+        self._t0 = time.perf_counter()
         filled = int(self.width * self.done / self.total) if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
         self.echo(f"[{bar}] {self.done + 1:>{len(str(self.total))}}/{self.total} {label} ...", nl=False)
 
     def end(self, summary: str) -> None:
+        now = time.perf_counter()
+        self.spent.setdefault(self.kinds[self.done], []).append(now - self._t0)
         self.done += 1
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * (self.total - self.done)
+        elapsed = now - self.start
+        overall = elapsed / self.done
+        mean = {k: sum(v) / len(v) for k, v in self.spent.items()}
+        left = sum(mean.get(k, overall) for k in self.kinds[self.done :])
         self.echo(f" {summary}  [{_mmss(elapsed)} elapsed, ~{_mmss(left)} left]")
 
 
@@ -177,8 +186,9 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
             reason = None if path.is_file() else (f"export failed: {failed[fmt]}" if fmt in failed else f"not exported ({path.name} absent)")
             plan.append((name, run_dir, fmt, path if reason is None else None, reason))
 
-    cells = sum(len(threads) for *_, path, _ in plan if path is not None)
-    progress = Progress(cells, echo)
+    kinds = [("keras" if fmt == "keras" else "artifact") for _, _, fmt, path, _ in plan if path is not None for _ in threads]
+    cells = len(kinds)
+    progress = Progress(kinds, echo)
     echo(f"benchmark: {len(run_dirs)} model(s) x {len(formats)} format(s) x threads {threads} = {cells} measurements, "
          f"{len(idx)} test images, load average {load_start[0]:.2f}")
     rows = []
