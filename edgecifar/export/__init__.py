@@ -154,6 +154,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
         "artifacts": artifacts,
         "debug_quant": debug_paths,
         "max_drop": _max_drop(artifacts, max_drop),
+        "host": _host(),
         "versions": versions,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -203,6 +204,8 @@ def _tflite(fmt, path, saved, saved_error, calib, io_dtype, per_channel, metadat
         raise RuntimeError(f"SavedModel export failed: {saved_error}")
     kind = fmt.split("_", 1)[1]
     model_bytes = tflite_export.convert(saved, kind, calib, io_dtype, per_channel)
+    if kind == "int8" and (left := tflite_export.float_leftovers(model_bytes)):
+        raise RuntimeError(f"the int8 model is not integer end to end: {', '.join(left[:3])}")
     io = tflite_export.io_details(model_bytes)
     conversion = tflite_export.settings(kind, io_dtype, per_channel)
     meta = metadata(fmt, io, conversion)
@@ -232,15 +235,19 @@ def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
     from . import debug_quant
 
     paths = []
-    for a in artifacts:
-        if a["format"] not in INT8_FORMATS or not a.get("path"):
+    written = {a["format"]: Path(a["path"]) for a in artifacts if a.get("path")}
+    for fmt in INT8_FORMATS:
+        if fmt not in written:
             continue
-        echo(f"quantization debug: {a['format']}")
-        fn = debug_quant.debug_tflite if a["format"] == "tflite_int8" else debug_quant.debug_onnx
+        echo(f"quantization debug: {fmt}")
+        if fmt == "tflite_int8":
+            fn, source = debug_quant.debug_tflite, model_path
+        else:  # the float ONNX just written saves converting the Keras model again
+            fn, source = debug_quant.debug_onnx, written.get("onnx_float32", model_path)
         try:
-            result = fn(model_path, Path(a["path"]), calib, out, echo=echo)
+            result = fn(source, written[fmt], calib, out, echo=echo)
         except Exception as e:
-            echo(f"    debug of {a['format']} failed: {_reason(e)}")
+            echo(f"    debug of {fmt} failed: {_reason(e)}")
             continue
         paths += [str(p) for p in (result if isinstance(result, (list, tuple)) else [result]) if p]
     for p in paths:
@@ -321,6 +328,20 @@ def _next_steps(artifacts, run: Path, echo) -> None:
     echo("next:")
     echo(f"  edgecifar run {pick['path']} --source 0   # classify camera frames on the device")
     echo(f"  edgecifar benchmark {run}   # accuracy vs latency of every artifact")
+
+
+def _host() -> dict:
+    """Where the checks ran: int8 kernels differ by CPU (e.g. onnxruntime's U8S8 path on x86 without VNNI)."""
+    import platform
+
+    wanted = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm"}
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        flags = []
+    return {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(),
+            "cpu_features": sorted(wanted & set(flags))}
 
 
 def _reason(e: BaseException) -> str:

@@ -90,6 +90,10 @@ def markdown(report: dict) -> str:
     lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".", ""]
     if report.get("debug_quant"):
         lines += ["## Quantization debug reports", ""] + [f"- `{p}`" for p in report["debug_quant"]] + [""]
+    host = report.get("host") or {}
+    if host:
+        lines += [f"Checked on: {host['system']} {host['machine']}, {host['cpu_count']} CPUs, int8-relevant CPU features: "
+                  f"{', '.join(host['cpu_features']) or 'none detected'}.", ""]
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     lines += [f"Tools: {versions}. Export took {report['seconds']:.0f} s.", ""]
     return "\n".join(lines)

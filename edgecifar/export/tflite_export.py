@@ -101,6 +101,18 @@ def io_details(model_bytes: bytes) -> dict:
     }
 
 
+def float_leftovers(model_bytes: bytes) -> list[str]:
+    """Float tensors and DEQUANTIZE ops of a model that should be integer end to end ([] when it is)."""
+    from ..device.runtime import _tflite_interpreter_class
+
+    Interpreter, _, _ = _tflite_interpreter_class(None)
+    interp = Interpreter(model_content=model_bytes)
+    found = [f"tensor {t['name']} ({np.dtype(t['dtype']).name})" for t in interp.get_tensor_details()
+             if np.dtype(t["dtype"]).kind == "f"]
+    found += [f"op {op['op_name']} #{op['index']}" for op in interp._get_ops_details() if op["op_name"] == "DEQUANTIZE"]
+    return found
+
+
 def write(model_bytes: bytes, path: Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(model_bytes)
