@@ -260,9 +260,9 @@ def plot_pareto(results: dict, path: Path) -> None:
         if front:
             xs, ys = [pts[i][2] for i in front], [pts[i][3] for i in front]
             ax.plot(xs, ys, color="black", lw=1, ls="--", drawstyle="steps-post", zorder=2, label="Pareto front")
-            for i in front:
-                ax.annotate(LABELS[pts[i][1]].replace(" (fastest batch-1 path)", ""), (pts[i][2], pts[i][3]), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+            for k, i in enumerate(front):  # alternate above/below: front points are often close together
+                ax.annotate(f"{LABELS[pts[i][1]].replace(' (fastest batch-1 path)', '')} ({pts[i][0]})", (pts[i][2], pts[i][3]),
+                            fontsize=7, xytext=(6, 7 if k % 2 == 0 else -13), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
         ax.set_ylabel("top-1 accuracy (%)")
