@@ -7,7 +7,7 @@ Outputs: a JSON line or a status line per frame, and optionally an annotated vid
 a window (--show) and a live browser view (--serve, edgecifar.device.serve).
 
 Stopping: end of stream, --max-frames, --duration, Ctrl-C (SIGINT) or SIGTERM (systemd) — all
-print the summary. A frame that fails to decode is counted and skipped.
+print the summary; a signal takes effect between frames (a second one at once). A frame that fails to decode is counted and skipped.
 """
 
 from __future__ import annotations
@@ -55,10 +55,6 @@ def import_serve():
             raise UserError("--serve is not available in this edgecifar build (edgecifar.device.serve is missing)") from None
         raise UserError(f"--serve needs {e.name}; pip install 'edgecifar[device]'") from None
     return serve
-
-
-class Stop(Exception):
-    """Raised inside the loop by SIGTERM, so a systemd stop ends like Ctrl-C: summary, exit 0."""
 
 
 def check_display() -> None:
@@ -180,15 +176,36 @@ def top_k(probs: np.ndarray, k: int, class_names: list[str]) -> list[tuple[int, 
     return [(int(i), class_names[i], float(probs[i])) for i in idx]
 
 
-def _install_sigterm():
-    """SIGTERM → Stop in the main thread (systemd's `stop`); returns the previous handler to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM (systemd's `stop`) ask the loop to stop at the next frame boundary, so every
+    frame that was printed is also saved and published. A second signal stops at once, even inside a frame
+    (e.g. a network stream that hangs in read())."""
 
-    def handler(signum, frame):
-        raise Stop()
+    NAMES = {signal.SIGINT: "stopped by Ctrl-C", signal.SIGTERM: "stopped by SIGTERM"}
 
-    return signal.signal(signal.SIGTERM, handler)
+    def __init__(self):
+        self.reason: str | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.reason is not None:
+            raise KeyboardInterrupt
+        self.reason = self.NAMES.get(signum, f"stopped by signal {signum}")
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in self.NAMES}
+
+    def ignore(self) -> None:
+        """During cleanup (milliseconds): a further Ctrl-C would lose the video and the summary."""
+        if self._previous:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
@@ -219,10 +236,14 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
     position = -1          # index of the frame in the source, undecodable ones included
     reason = "end of stream"
     keep_video = True
-    previous_sigterm = _install_sigterm()
+    stop = StopRequest()
+    stop.install()
     deadline = None
     try:
         while True:
+            if stop.reason:
+                reason = stop.reason
+                break
             if opts.max_frames is not None and stats.frames >= opts.max_frames:
                 reason = f"--max-frames {opts.max_frames} reached"
                 break
@@ -283,9 +304,7 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
                     reason = "window closed"
                     break
     except KeyboardInterrupt:
-        reason = "stopped by Ctrl-C"
-    except Stop:
-        reason = "stopped by SIGTERM"
+        reason = stop.reason or "stopped by Ctrl-C"
     except BrokenPipeError:
         # `edgecifar run ... --json | head`: the reader is gone; stop like end of stream.
         reason = "output closed"
@@ -295,10 +314,7 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
         raise
     finally:
         stats.stop()
-        # A second Ctrl-C during cleanup would lose the video and the summary; cleanup takes milliseconds.
-        previous_sigint = _ignore_sigint()
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        stop.ignore()
         if status:
             status.end()
         saved = sink.finish(keep_video and stats.frames > 0) if sink else None
@@ -310,18 +326,11 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
         print(summary, file=info_stream, flush=True)
         if saved:
             print(f"saved {saved}", file=info_stream, flush=True)
-        if previous_sigint is not None:
-            signal.signal(signal.SIGINT, previous_sigint)
+        stop.restore()
     if reason == "end of stream" and stats.frames == 0:
         what = f"none of its {stats.failed} frame(s) could be decoded" if stats.failed else "it delivered no frame"
         raise UserError(f"{source.description}: {what}; check that it is a readable image or video")
     return stats
-
-
-def _ignore_sigint():
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _silence_stdout() -> None:
