@@ -46,6 +46,10 @@ def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines
 
     Ctrl-C (or SIGTERM) stops cleanly and prints the per-stage latency summary.
     """
+    try:
+        import cv2  # noqa: F401  (every source and the preprocessing need it; fail here with the fix, not mid-run)
+    except ImportError:
+        raise UserError("`edgecifar run` needs OpenCV; pip install 'edgecifar[device]' (or opencv-python-headless)") from None
     from .runner import RunOptions, check_display, import_serve, run
     from .runtime import Classifier
     from .sources import open_source

@@ -223,8 +223,9 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
     server = None
     if opts.serve:
         host, port = opts.serve
-        server = import_serve().LiveServer(host, port, opts.token, {"model": clf.path.name, "runtime": clf.runtime, "source": source.description,
-                                                      "class_names": list(names), "top_k": k})
+        server = import_serve().LiveServer(host, port, opts.token, {"model": clf.path.name, "format": clf.meta.get("format"),
+                                                      "backend": clf.runtime, "source": source.description,
+                                                      "classes": list(names), "top_k": k})
         server.start()
         print(f"live view: {server.url}", file=info_stream, flush=True)
 
