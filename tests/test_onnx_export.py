@@ -151,6 +151,30 @@ def test_int8_agrees_with_keras(onnx_models, keras_probs, cifar, variant):
     assert agreement >= MIN_INT8_AGREEMENT, f"{variant}: top-1 agreement with Keras {agreement:.3f}"
 
 
+@pytest.mark.parametrize("variant", ["int8", "int8_per_tensor"])
+def test_fused_int8_kernels_compute_what_the_qdq_graph_says(onnx_models, cifar, variant):
+    """onnxruntime fuses QDQ into integer kernels (ORT_ENABLE_ALL, the default); run unfused
+    (ORT_ENABLE_BASIC) the same graph is plain float arithmetic on quantized values. They may differ
+    by rounding — one step of the output quantizer — but not more: 8-bit weights saturate int16
+    sums on x86 AVX2 and differ by up to the whole probability range there."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_models[variant]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    output_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "probs")
+    step = float(inits[output_dq.input[1]])
+    x = cifar.test.images[:N_TEST].astype(np.float32)
+    outs = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        sess = ort.InferenceSession(str(onnx_models[variant]), opts, providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"pixels": x})[0])
+    assert np.abs(outs[0] - outs[1]).max() <= step * 1.01
+
+
 def test_metadata_round_trips_through_the_device_reader(onnx_models):
     from edgecifar.device.runtime import Classifier
 
@@ -158,7 +182,8 @@ def test_metadata_round_trips_through_the_device_reader(onnx_models):
     assert {k: meta[k] for k in _meta("onnx_int8")} == _meta("onnx_int8")
     assert meta["onnx_opset"] == 17
     assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": True,
-                                    "calibration_method": "minmax", "calibration_samples": N_CALIB}
+                                    "reduce_range": True, "calibration_method": "minmax",
+                                    "calibration_samples": N_CALIB}
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["per_channel"] is False
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["calibration_method"] == "entropy"
     assert meta_io.read(onnx_models["float32"])["quantization"] is None
@@ -195,6 +220,7 @@ def test_debug_onnx_reports_every_layer_and_flags_nothing_on_a_healthy_model(onn
     # Per-channel scales: 32 per conv kernel, 512 and 10 per dense kernel (seed002_m1_cnn).
     assert {w["channels"] for w in report["weights"]} >= {32, 512, 10}
     assert report["model"]["top1_agreement"] >= MIN_INT8_AGREEMENT
+    assert report["model"]["artifact_top1_agreement_with_float"] >= MIN_INT8_AGREEMENT
     assert report["suggestions"] == []
     assert "Keep these in float" not in md.read_text() and "| Relu |" in md.read_text()
 
