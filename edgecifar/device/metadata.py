@@ -65,11 +65,16 @@ def _read_onnx(path: Path) -> dict:
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        props = sess.get_modelmeta().custom_metadata_map
     except ImportError:
         return {}
     except Exception as e:
         raise UserError(f"{path}: not a loadable ONNX model ({type(e).__name__}); re-export it") from None
+    return from_onnx_session(sess, path)
+
+
+def from_onnx_session(sess, path) -> dict:
+    """Metadata of an ONNX model from an onnxruntime session already open (the Classifier's own)."""
+    props = sess.get_modelmeta().custom_metadata_map
     if ONNX_KEY not in props:
         return {}
     try:

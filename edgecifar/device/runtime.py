@@ -77,11 +77,11 @@ class Classifier:
         if suffix == ".tflite" and backend == "onnxruntime":
             raise UserError(f"{self.path} is TFLite; use --backend litert, tflite_runtime or tensorflow")
         self.threads = threads
-        self.meta = meta_io.read(self.path)
         if suffix == ".tflite":
+            self.meta = meta_io.read(self.path)
             self._open_tflite(backend, threads)
         else:
-            self._open_onnx(threads)
+            self._open_onnx(threads)  # reads the metadata from its own session: one load, not two
         self.class_names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
 
     # --- opening ------------------------------------------------------------------------
@@ -120,6 +120,7 @@ class Classifier:
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0][:160]
             raise UserError(f"{self.path}: onnxruntime cannot load it ({first}); re-export the model") from None
+        self.meta = meta_io.from_onnx_session(self._sess, self.path)
         inp, out = self._sess.get_inputs()[0], self._sess.get_outputs()[0]
         self._in_name, self._out_name = inp.name, out.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
