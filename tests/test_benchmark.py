@@ -157,6 +157,7 @@ def test_floor_fails_and_compare_prints_change(bench, exported_run, tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "seed002_m1_cnn tflite_int8:" in ln)
     assert "(+0.00 pp)" in line and "p50@1" in line
     assert "seed002_m1_cnn keras: only in the old report" in proc.stdout
+    assert "summary: top-1 identical for 1 of 1 formats" in proc.stdout
 
 
 def test_run_without_export_is_one_line_error(tiny_run, tmp_path):

@@ -310,6 +310,7 @@ def compare(old: dict, new: dict) -> list[str]:
     """One line per (model, format) in both reports: accuracy and latency change."""
     old_rows = {(r["model"], r["format"]): r for r in old["rows"]}
     lines = [f"change vs {old.get('created', '?')} (old → new):"]
+    acc_deltas, ratios = [], []
     for r in new["rows"]:
         o = old_rows.get((r["model"], r["format"]))
         name = f"{r['model']} {r['format']}"
@@ -323,16 +324,27 @@ def compare(old: dict, new: dict) -> list[str]:
         a0, a1 = (o["accuracy"] or {}).get("top1"), (r["accuracy"] or {}).get("top1")
         if a0 is not None and a1 is not None:
             parts.append(f"top-1 {100 * a0:.2f}% → {100 * a1:.2f}% ({100 * (a1 - a0):+.2f} pp)")
+            acc_deltas.append(100 * (a1 - a0))
         for t, cell in r["threads"].items():
             oc = o["threads"].get(t)
             if oc:
                 p0, p1 = oc["latency"]["p50_ms"], cell["latency"]["p50_ms"]
                 parts.append(f"p50@{t} {p0:.3f} → {p1:.3f} ms (×{p1 / p0:.2f})")
+                ratios.append(p1 / p0)
         if o["size_bytes"] != r["size_bytes"]:
             parts.append(f"size {_size(o['size_bytes'])} → {_size(r['size_bytes'])}")
         lines.append(f"  {name}: " + "; ".join(parts))
     gone = set(old_rows) - {(r["model"], r["format"]) for r in new["rows"]}
     lines += [f"  {m} {f}: only in the old report" for m, f in sorted(gone)]
+    if acc_deltas:
+        same = sum(d == 0 for d in acc_deltas)
+        lines.append(f"summary: top-1 identical for {same} of {len(acc_deltas)} formats (largest change "
+                     f"{max(acc_deltas, key=abs):+.2f} pp)")
+    if ratios:
+        import statistics
+
+        lines.append(f"summary: latency p50 new/old median ×{statistics.median(ratios):.2f}, range ×{min(ratios):.2f}–×{max(ratios):.2f} "
+                     f"(load average then {old['load_average']['start'][0]:.1f}, now {new['load_average']['start'][0]:.1f})")
     return lines
 
 
