@@ -144,6 +144,7 @@ def to_markdown(results: dict) -> str:
     by_model = {}
     for row in results["rows"]:
         by_model.setdefault(row["model"], []).append(row)
+    lines[-2:-2] = _verdicts(by_model, t1) + [""]
     for model, rows in by_model.items():
         keras_size = next((r["size_bytes"] for r in rows if r["format"] == "keras"), None)
         for r in rows:
@@ -226,6 +227,28 @@ def to_markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _verdicts(by_model: dict, t1: str, max_loss_pp: float = 1.0) -> list[str]:
+    """One line per model: the fastest and the smallest artifact that loses at most `max_loss_pp` top-1."""
+    out = []
+    for model, rows in by_model.items():
+        good = [r for r in rows if r["status"] == "ok" and not r["format"].startswith("keras") and r["accuracy"]
+                and r["accuracy"]["top1_delta_pp"] is not None and r["accuracy"]["top1_delta_pp"] >= -max_loss_pp
+                and t1 in r["threads"]]
+        if not good:
+            out.append(f"- **{model}**: no exported format is within {max_loss_pp:g} pp of Keras.")
+            continue
+        fast = min(good, key=lambda r: r["threads"][t1]["latency"]["p50_ms"])
+        small = min(good, key=lambda r: r["size_bytes"])
+        # Run-to-run noise on a shared machine is easily 15 %: name the near-ties instead of crowning one.
+        p50 = fast["threads"][t1]["latency"]["p50_ms"]
+        ties = [LABELS[r["format"]] for r in good if r is not fast and r["threads"][t1]["latency"]["p50_ms"] <= 1.15 * p50]
+        tied = f", within 15 % of: {', '.join(ties)}" if ties else ""
+        out.append(f"- **{model}**: fastest within {max_loss_pp:g} pp of Keras: **{LABELS[fast['format']]}** "
+                   f"({_x(fast['threads'][t1]['speedup_vs_keras'])} Keras at {t1} thread, {fast['accuracy']['top1_delta_pp']:+.2f} pp{tied}); "
+                   f"smallest: **{LABELS[small['format']]}** ({_size(small['size_bytes'])}, {small['accuracy']['top1_delta_pp']:+.2f} pp).")
+    return out
 
 
 # --- plots ----------------------------------------------------------------------------------
