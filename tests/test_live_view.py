@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,14 +44,18 @@ STAGES = ("capture", "preprocess", "inference", "postprocess")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,760", "--hide-scrollbars", "--force-device-scale-factor=1")
-VIDEO_FRAMES = 9600      # 640x480 frames: the runner must still be classifying when the browser checks end
-VIDEO_HOLD = 12          # frames per CIFAR image, so the label changes several times a second
+                  "--window-size=1280,900", "--hide-scrollbars")
+VIEWPORT = {"width": 1280, "height": 720, "deviceScaleFactor": 1, "mobile": False}  # the screenshot's size
+SEGMENT_IMAGES = 20      # CIFAR-10 test images in one video segment
+VIDEO_HOLD = 120         # frames per image: at several hundred FPS the label changes a few times a second
+SEGMENT_REPEATS = 10
+VIDEO_FRAMES = SEGMENT_IMAGES * VIDEO_HOLD * SEGMENT_REPEATS  # enough to outlast the checks below
 
 # FPS cost measurement: phases of PHASE_FRAMES frames alternate none / 5 clients / none / ...
 CLIENTS = 5
-WARMUP_FRAMES = 300
-PHASE_FRAMES = 600
+WARMUP_FRAMES = 500
+PHASE_FRAMES = 1000
+REALTIME_PRIORITY = 10   # SCHED_FIFO: other processes on a shared machine cannot preempt the measured ones
 SETTLE_FRAMES = 60       # frames at a phase start left out: clients connecting or hanging up
 MAX_FPS_LOSS = 0.10
 
@@ -72,16 +77,21 @@ def fetch(url, headers=None, host=None):
 class StreamClient(threading.Thread):
     """Reads /stream.mjpg part by part, like a browser <img>; `delay` seconds between parts makes it a slow client."""
 
-    def __init__(self, port: int, query: str = "", delay: float = 0.0):
+    def __init__(self, port: int, query: str = "", delay: float = 0.0, realtime: bool = False):
         super().__init__(daemon=True)
-        self.port, self.query, self.delay = port, query, delay
+        self.port, self.query, self.delay, self.realtime = port, query, delay, realtime
         self.frames, self.last_jpeg, self.error = 0, None, None
         self.connected = threading.Event()
         self._halt = threading.Event()
+        self._sock = None
 
     def run(self):
+        if self.realtime:  # this thread only (Linux): a starved client would pull fewer frames and flatter the server
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
+            conn.connect()
+            self._sock = conn.sock  # http.client hands the socket to the response and forgets it
             conn.request("GET", "/stream.mjpg" + self.query)
             resp = conn.getresponse()
             assert resp.status == 200, resp.status
@@ -110,7 +120,13 @@ class StreamClient(threading.Thread):
             conn.close()
 
     def stop(self):
+        """Hang up now, like a closed browser tab (without waiting for the next frame)."""
         self._halt.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.join(timeout=10)
 
 
@@ -129,7 +145,7 @@ def live():
 
 
 def record(i, label="cat"):
-    return {"frame": i, "time": time.time(), "topk": [{"label": label, "confidence": 0.75}, {"label": "dog", "confidence": 0.25}],
+    return {"frame": i, "timestamp": time.time(), "topk": [{"label": label, "confidence": 0.75}, {"label": "dog", "confidence": 0.25}],
             "ms": {s: 0.5 for s in STAGES}, "fps": 100.0}
 
 
@@ -140,6 +156,7 @@ class Publisher(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.pool, self.count = server, frames, 0
         self._halt = threading.Event()
+        self._sock = None
 
     def run(self):
         while not self._halt.is_set():
@@ -149,7 +166,8 @@ class Publisher(threading.Thread):
 
     def stop(self):
         self._halt.set()
-        self.join()
+        if self.is_alive():
+            self.join()
 
 
 # --- addresses, access ---------------------------------------------------------------------
@@ -193,7 +211,7 @@ def test_binding_beyond_localhost_warns(live):
     said = []
     open_server = live(token=None, host="0.0.0.0", echo=said.append)
     assert len(said) == 1 and "0.0.0.0" in said[0] and "--token" in said[0]
-    assert open_server.url == f"http://{__import__('socket').gethostname()}:{open_server.port}/"
+    assert open_server.url == f"http://{socket.gethostname()}:{open_server.port}/"
     said.clear()
     guarded = live(token=TOKEN, host="0.0.0.0", echo=said.append)
     assert len(said) == 1 and "token" in said[0] and guarded.url.endswith(f"/?token={TOKEN}")
@@ -230,7 +248,21 @@ def test_stats_json_is_strict_json_with_the_latest_record(live):
     stats = json.loads(body, parse_constant=no_constants)
     assert stats["info"] == INFO
     assert stats["latest"]["frame"] == 7 and stats["latest"]["fps"] == 42.5 and stats["latest"]["ms"]["capture"] is None
-    assert stats["published"] == 1 and stats["stream"]["clients"] == 0
+    assert stats["published"] == 1 and stats["stream"]["clients"] == 0 and stats["shown"] is None
+    assert stats["recent"] == {"frames": 1, "fps": None, "ms": {s: 0.5 for s in STAGES[1:]}}
+
+
+def test_stats_summarise_recent_frames_by_median(live):
+    server = live(token=None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for i in range(9):
+        rec = record(i)
+        rec["ms"]["inference"] = 100.0 if i == 4 else 1.0 + i / 100   # one hiccup must not show
+        server.publish(frame, rec)
+        time.sleep(0.01)
+    recent = server.stats()["recent"]
+    assert recent["frames"] == 9 and recent["ms"]["inference"] == 1.05 and recent["ms"]["capture"] == 0.5
+    assert 20 < recent["fps"] < 101  # 9 frames about 10 ms apart
 
 
 def test_runner_info_names_are_understood():
@@ -262,6 +294,9 @@ def test_encoder_runs_only_for_viewers_once_for_all_at_the_capped_rate(live):
         time.sleep(2.0)
         encoded, elapsed = server.stats()["stream"]["encoded"] - start_encoded, time.monotonic() - t0
         received = [c.frames - s for c, s in zip(clients, start_received)]
+        pub.stop()
+        time.sleep(0.5)  # the encoder catches up with the last published frame
+        shown = server.stats()["shown"]
         for c in clients:
             c.stop()
     finally:
@@ -271,8 +306,10 @@ def test_encoder_runs_only_for_viewers_once_for_all_at_the_capped_rate(live):
     assert all(c.error is None for c in clients), [c.error for c in clients]
     # One encoding serves every client: together they received far more frames than were encoded.
     assert sum(received) >= 2 * encoded and max(received) <= encoded + 2, (received, encoded)
-    shown = cv2.imdecode(np.frombuffer(clients[0].last_jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert shown.shape == (240, 320, 3) and int(np.median(shown)) in range(30, 211)
+    # stats.json's "shown" is the record of the frame in the stream: the page's bars match the picture.
+    picture = cv2.imdecode(np.frombuffer(clients[0].last_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (240, 320, 3)
+    assert abs(int(np.median(picture)) - int(frames[shown["frame"] % len(frames)][0, 0, 0])) <= 3
 
 
 def test_slow_client_skips_frames_and_does_not_hold_back_others(live):
@@ -315,43 +352,52 @@ def test_close_ends_streams_and_frees_the_port(live):
 # --- the real runner, in a real browser ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model(tiny_run) -> Path:
+def model(request) -> Path:
     override = os.environ.get("EDGECIFAR_LIVE_VIEW_MODEL")
-    return Path(override) if override else export_artifacts(tiny_run)["tflite_int8"]
+    return Path(override) if override else export_artifacts(request.getfixturevalue("tiny_run"))["tflite_int8"]
 
 
 @pytest.fixture(scope="module")
 def long_video(cifar, tmp_path_factory) -> Path:
-    """A 640x480 camera-like video of CIFAR-10 test images, long enough to outlast the checks."""
+    """A long 640x480 camera-like video of CIFAR-10 test images. MPEG-TS is made to be concatenated, so one
+    encoded segment repeated byte for byte is a valid long video: minutes of frames for seconds of encoding."""
     import cv2
 
-    path = tmp_path_factory.mktemp("live") / "cifar_long.mp4"
-    images = [camera_frame(img) for img in cifar.test.images[: VIDEO_FRAMES // VIDEO_HOLD]]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    folder = tmp_path_factory.mktemp("live")
+    segment = folder / "segment.ts"
+    writer = cv2.VideoWriter(str(segment), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
     assert writer.isOpened()
-    for i in range(VIDEO_FRAMES):
-        writer.write(images[i // VIDEO_HOLD])
+    for img in cifar.test.images[:SEGMENT_IMAGES]:
+        frame = camera_frame(img)
+        for _ in range(VIDEO_HOLD):
+            writer.write(frame)
     writer.release()
+    path = folder / "cifar_long.ts"
+    path.write_bytes(segment.read_bytes() * SEGMENT_REPEATS)
     return path
 
 
 class Runner:
-    """`edgecifar run MODEL --source VIDEO --json --threads 1 --serve 127.0.0.1:0` in a subprocess, read live."""
+    """`edgecifar run MODEL --source VIDEO --json --threads 1 --serve 127.0.0.1:0` in a subprocess, read live.
 
-    def __init__(self, model, video, *extra):
-        cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(model), "--source", str(video), "--json",
+    Its JSON lines go to a file, not a pipe: a test that reads a pipe slowly would throttle the runner it measures."""
+
+    def __init__(self, model, video, out_dir: Path, *extra, realtime=False):
+        cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(Path(model).resolve()), "--source", Path(video).name, "--json",
                "--threads", "1", "--serve", "127.0.0.1:0", *map(str, extra)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        if realtime:
+            cmd = ["chrt", "--fifo", str(REALTIME_PRIORITY), *cmd]
+        self.out_path = out_dir / f"runner-{time.monotonic_ns()}.jsonl"
+        self._out = open(self.out_path, "wb")
+        # Run beside the video and name it relatively: the page then shows "video cifar_long.ts", not a temp path.
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.PIPE, text=True, cwd=Path(video).parent,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.records, self.stderr = [], []
         self.url = None
         self._url_seen = threading.Event()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._tail = open(self.out_path, "rb")
+        self._partial = b""
         threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read_stdout(self):
-        for line in self.proc.stdout:
-            self.records.append(json.loads(line))
 
     def _read_stderr(self):
         for line in self.proc.stderr:
@@ -362,13 +408,20 @@ class Runner:
                 self._url_seen.set()
         self._url_seen.set()
 
+    def poll_records(self) -> list:
+        data = self._partial + self._tail.read()
+        *lines, self._partial = data.split(b"\n")
+        self.records.extend(json.loads(line) for line in lines if line.strip())
+        return self.records
+
     @property
     def port(self) -> int:
         return int(re.match(r"http://[^/]+:(\d+)/", self.url).group(1))
 
     @property
     def frame(self) -> int:
-        return self.records[-1]["frame"] if self.records else -1
+        records = self.poll_records()
+        return records[-1]["frame"] if records else -1
 
     def wait_url(self, timeout=60) -> str:
         assert self._url_seen.wait(timeout) and self.url, f"no 'live view:' line; stderr: {''.join(self.stderr)}"
@@ -377,13 +430,24 @@ class Runner:
     def wait_frame(self, n, timeout=60) -> bool:
         end = time.monotonic() + timeout
         while self.frame < n and self.proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.005)
+            time.sleep(0.01)
         return self.frame >= n
 
     def close(self):
         if self.proc.poll() is None:
             self.proc.terminate()
         self.proc.wait(timeout=30)
+        self._out.close()
+        self.poll_records()
+        self._tail.close()
+
+
+def realtime_allowed() -> bool:
+    """SCHED_FIFO needs root or CAP_SYS_NICE (and the chrt tool)."""
+    try:
+        return subprocess.run(["chrt", "--fifo", str(REALTIME_PRIORITY), "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def _browser_or_skip():
@@ -413,6 +477,7 @@ def browser(tmp_path):
     opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     driver = webdriver.Chrome(service=service, options=opts)
     driver.set_page_load_timeout(30)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", VIEWPORT)
     yield driver
     driver.quit()
 
@@ -423,7 +488,7 @@ def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, lo
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    runner = Runner(model, long_video, "--token", TOKEN)  # the browser is up first: the video is finite
+    runner = Runner(model, long_video, tmp_path, "--token", TOKEN)  # the browser is up first: the video is finite
     try:
         url = runner.wait_url()
         assert url == f"http://127.0.0.1:{runner.port}/?token={TOKEN}"
@@ -452,6 +517,9 @@ def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, lo
             assert re.search(rf"{stage}\s+\d+(\.\d+)? ms", latency), latency
         assert text("model") == Path(model).name and text("backend").startswith("litert")
         assert text("status") == "live"
+        # The page passed its token on: the <img> and every stats poll carried it (they would get 401 otherwise).
+        own = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert own and all(f"token={TOKEN}" in u for u in own if "/stats.json" in u or "/stream.mjpg" in u), own
 
         shot = tmp_path / "live_view.png"
         assert browser.save_screenshot(str(shot))
@@ -468,7 +536,7 @@ def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, lo
         assert status == 200
         stats = json.loads(body)
         assert stats["info"]["model"] == Path(model).name and set(stats["info"]["classes"]) == classes
-        assert stats["info"]["backend"].startswith("litert") and "cifar_long.mp4" in stats["info"]["source"]
+        assert stats["info"]["backend"].startswith("litert") and stats["info"]["source"] == "video cifar_long.ts"
         latest = stats["latest"]
         top = latest.get("topk") or latest["top"]
         assert {t["label"] for t in top} <= classes and latest["fps"] > 0
@@ -479,47 +547,50 @@ def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, lo
 
 
 @pytest.mark.slow
-def test_five_stream_clients_cost_under_10_percent_fps(model, long_video):
-    """Alternating phases in one run (none, 5 clients, none, ...): each client phase is compared with the no-client
-    phases on either side, so drift in the machine's load cancels; the median of those ratios is the cost."""
-    runner = Runner(model, long_video)
+def test_five_stream_clients_cost_under_10_percent_fps(model, long_video, tmp_path):
+    """One run alternates phases of PHASE_FRAMES frames: none, 5 clients, none, ... Each client phase is compared
+    with the no-client phases on either side, so drift in the machine's load cancels; the median of those ratios
+    is the cost. The runner and the clients run under SCHED_FIFO where allowed, so the other processes of a shared
+    machine cannot decide the result, while the serving threads still compete with inference as on a device."""
+    realtime = realtime_allowed()
+    runner = Runner(model, long_video, tmp_path, realtime=realtime)
     phases = []
     try:
         runner.wait_url()
         assert runner.wait_frame(WARMUP_FRAMES), f"runner stopped early: {''.join(runner.stderr)}"
         kind = "none"
-        while runner.frame + 2 * PHASE_FRAMES < VIDEO_FRAMES - 100:
+        while runner.frame + 2 * PHASE_FRAMES < VIDEO_FRAMES - 200:
             start = runner.frame
-            clients = []
-            if kind == "clients":
-                clients = [StreamClient(runner.port) for _ in range(CLIENTS)]
-                for c in clients:
-                    c.start()
+            clients = [StreamClient(runner.port, realtime=realtime) for _ in range(CLIENTS if kind == "clients" else 0)]
+            for c in clients:
+                c.start()
             ok = runner.wait_frame(start + PHASE_FRAMES)
+            end = runner.frame
             for c in clients:
                 c.stop()
             assert ok, f"runner stopped in a phase: {''.join(runner.stderr[-5:])}"
             assert all(c.error is None for c in clients), [c.error for c in clients]
-            phases.append((kind, start, runner.frame, [c.frames for c in clients]))
+            phases.append((kind, start, end, [c.frames for c in clients]))
             kind = "clients" if kind == "none" else "none"
         if phases[-1][0] == "clients":
             phases.pop()
     finally:
         runner.close()
 
-    times = {r["frame"]: r["time"] for r in runner.records}
+    times = {r["frame"]: r["timestamp"] for r in runner.records}
 
     def fps(start, end):
-        first, last = start + SETTLE_FRAMES, end
-        return (last - first) / (times[last] - times[first])
+        first = start + SETTLE_FRAMES
+        return (end - first) / (times[end] - times[first])
 
     rates = [fps(s, e) for _, s, e, _ in phases]
     ratios = [rates[i] / ((rates[i - 1] + rates[i + 1]) / 2) for i in range(1, len(phases) - 1, 2)]
     table = "  ".join(f"{k[0]}:{r:.0f}" for (k, *_), r in zip(phases, rates))
-    print(f"\nphase FPS (n = no client, c = {CLIENTS} clients): {table}\nclient/no-client ratios: "
-          + " ".join(f"{r:.3f}" for r in ratios))
+    print(f"\nSCHED_FIFO: {realtime}; phase FPS (n = no client, c = {CLIENTS} clients): {table}\n"
+          f"client/no-client ratios: {' '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
     assert len(ratios) >= 5, f"too few phases for a stable measure: {table}"
-    for _, _, _, got in phases[1::2]:
-        assert min(got) >= 2, f"clients received too few frames to load the server: {got}"
+    for _, s, e, got in phases[1::2]:
+        expected = 12.0 * (times[e] - times[s])  # the stream's default cap: 12 fps
+        assert min(got) >= 0.5 * expected, f"clients received {got} frames in a phase of {expected / 12:.2f} s: no real load"
     cost = 1 - statistics.median(ratios)
     assert cost <= MAX_FPS_LOSS, f"{CLIENTS} clients cost {100 * cost:.1f} % FPS (phases: {table})"

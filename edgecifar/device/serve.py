@@ -24,10 +24,13 @@ import importlib.resources
 import ipaddress
 import json
 import math
+import numbers
 import socket
+import statistics
 import sys
 import threading
 import time
+from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +41,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_FPS = 12.0
 DEFAULT_JPEG_QUALITY = 80
 BOUNDARY = "edgecifarframe"
+RECENT_FRAMES = 128   # the page shows FPS and stage latencies as medians over this many frames, not one noisy frame
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -93,11 +97,12 @@ class LiveServer:
         self._frame = None
         self._record = None
         self._published = 0
+        self._recent = deque(maxlen=RECENT_FRAMES)  # (monotonic time, record) of the last frames
         # The latest JPEG; guarded by _jpeg_cond (encoder → client threads).
         self._jpeg_cond = threading.Condition()
         self._jpeg = None
         self._jpeg_seq = 0
-        self._jpeg_frame = 0  # which published frame the JPEG shows
+        self._jpeg_record = None  # the record of the frame the JPEG shows, so the page can match it
         self._encode_ms = 0.0
         self._clients = 0
 
@@ -139,10 +144,12 @@ class LiveServer:
     def publish(self, frame_bgr, record: dict) -> None:
         """Hand over the newest annotated frame and its per-frame record. Cheap: no copy, no encoding,
         so the caller must not write into ``frame_bgr`` afterwards (a fresh array per frame is fine)."""
+        now = time.monotonic()
         with self._frame_cond:
             self._frame = frame_bgr
             self._record = record
             self._published += 1
+            self._recent.append((now, record))
             self._frame_cond.notify()
 
     def close(self) -> None:
@@ -185,7 +192,7 @@ class LiveServer:
                     break
                 if self._clients == 0 or self._published == last_encoded:
                     continue
-                frame, last_encoded = self._frame, self._published
+                frame, shown, last_encoded = self._frame, self._record, self._published
             started = time.monotonic()
             ok, buf = cv2.imencode(".jpg", frame, params)
             if not ok:
@@ -195,7 +202,7 @@ class LiveServer:
             with self._jpeg_cond:
                 self._jpeg = buf.tobytes()
                 self._jpeg_seq += 1
-                self._jpeg_frame = last_encoded
+                self._jpeg_record = shown
                 self._encode_ms = 1000.0 * (done - started)
                 self._jpeg_cond.notify_all()
 
@@ -216,16 +223,30 @@ class LiveServer:
 
     def stats(self) -> dict:
         with self._frame_cond:
-            record, published, clients = self._record, self._published, self._clients
+            record, published, clients, recent = self._record, self._published, self._clients, list(self._recent)
         with self._jpeg_cond:
-            encoded, shown, encode_ms = self._jpeg_seq, self._jpeg_frame, self._encode_ms
+            encoded, shown, encode_ms = self._jpeg_seq, self._jpeg_record, self._encode_ms
         return {
             "info": self.info,
-            "latest": record,
+            "latest": record,         # the newest classified frame
+            "shown": shown,           # the frame in the stream right now (null until someone watches)
+            "recent": _summary(recent),
             "published": published,
-            "stream": {"clients": clients, "max_fps": self.max_fps, "encoded": encoded,
-                       "frame_shown": shown, "encode_ms": round(encode_ms, 3)},
+            "stream": {"clients": clients, "max_fps": self.max_fps, "encoded": encoded, "encode_ms": round(encode_ms, 3)},
         }
+
+
+def _summary(recent: list) -> dict:
+    """FPS and median per-stage latency over the last frames: one frame's numbers jump with every hiccup."""
+    fps = None
+    if len(recent) > 1 and recent[-1][0] > recent[0][0]:
+        fps = round((len(recent) - 1) / (recent[-1][0] - recent[0][0]), 2)
+    ms = {}
+    for _, rec in recent:
+        for stage, value in (rec.get("ms") or {}).items():
+            if isinstance(value, numbers.Real) and math.isfinite(value):
+                ms.setdefault(stage, []).append(float(value))
+    return {"frames": len(recent), "fps": fps, "ms": {k: round(statistics.median(v), 3) for k, v in ms.items()}}
 
 
 def _page_info(info: dict) -> dict:
