@@ -35,6 +35,7 @@ import pytest
 from edgecifar.device.serve import LiveServer, parse_address
 from edgecifar.errors import UserError
 
+from .conftest import run_cli
 from .test_device_runner import camera_frame, export_artifacts
 
 TOKEN = "s3cret-token"
@@ -594,3 +595,12 @@ def test_five_stream_clients_cost_under_10_percent_fps(model, long_video, tmp_pa
         assert min(got) >= 0.5 * expected, f"clients received {got} frames in a phase of {expected / 12:.2f} s: no real load"
     cost = 1 - statistics.median(ratios)
     assert cost <= MAX_FPS_LOSS, f"{CLIENTS} clients cost {100 * cost:.1f} % FPS (phases: {table})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("serve, url_host, warned", [("0", "127.0.0.1", False), ("0.0.0.0:0", socket.gethostname(), True)])
+def test_cli_binds_localhost_unless_told_otherwise(model, long_video, serve, url_host, warned):
+    res = run_cli("run", model, "--source", long_video, "--max-frames", "20", "--serve", serve)
+    assert res.returncode == 0, res.stderr
+    assert re.search(rf"live view: http://{re.escape(url_host)}:\d+/", res.stdout), res.stdout
+    assert ("warning: live view bound to 0.0.0.0" in res.stderr) == warned, res.stderr
