@@ -109,6 +109,8 @@ def test_export_writes_every_format_and_the_report(full_export):
     # Quantized artifacts are smaller.
     assert by_fmt["tflite_int8"]["size_bytes"] < by_fmt["tflite_float32"]["size_bytes"] / 3
     assert by_fmt["onnx_int8"]["size_bytes"] < by_fmt["onnx_float32"]["size_bytes"] / 3
+    for fmt in ("tflite_int8", "onnx_int8"):  # int8 is converted from the copy with centred logits
+        assert "mean over classes" in by_fmt[fmt]["conversion"]["logits"]
     assert report["check"]["samples"] == 500 and "stratified" in report["check"]["selection"]
     assert report["budgets_pp"]["tflite_int8"] == 1.0 and report["budgets_pp"]["tflite_float16"] == 0.1
     cal = report["calibration"]
@@ -279,3 +281,41 @@ def test_calibration_set_is_stratified_reproducible_and_described():
     for n in (0, 9, 301):
         with pytest.raises(UserError):
             validate_count(n, 300)
+
+
+# --- logit centring (in process, tiny Keras models) ----------------------------------------
+
+
+@pytest.mark.parametrize("softmax_in_dense", [False, True])
+def test_centred_logits_keep_predictions_and_remove_the_common_offset(softmax_in_dense):
+    import keras
+
+    from edgecifar.export.logits import centred_copy
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    if softmax_in_dense:
+        outputs = keras.layers.Dense(10, activation="softmax", name="head")(inputs)
+    else:
+        outputs = keras.layers.Activation("softmax")(keras.layers.Dense(10, name="head")(inputs))
+    model = keras.Model(inputs, outputs)
+    w, b = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([w - 3.0, b - 40.0])  # every logit far below zero, as training leaves them
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    copy, how = centred_copy(model)
+    assert copy is not None and "head" in how
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    cw, cb = copy.get_layer("head").get_weights()
+    logits = x @ cw + cb
+    np.testing.assert_allclose(logits.mean(axis=1), 0, atol=1e-4)
+    assert np.array_equal(model.get_layer("head").get_weights()[1], b - 40.0)  # the original is untouched
+
+
+def test_centring_is_skipped_for_models_without_a_softmax_head():
+    import keras
+
+    from edgecifar.export.logits import centred_copy
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid")])
+    copy, how = centred_copy(model)
+    assert copy is None and how.startswith("not applied")

@@ -114,29 +114,20 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
     tflite_fmts = [f for f in fmts if f.startswith("tflite_")]
     onnx_fmts = [f for f in fmts if f.startswith("onnx_")]
     step = iter(range(1, len(fmts) + 1))
-    if tflite_fmts:
-        with tempfile.TemporaryDirectory(prefix="edgecifar-export-") as tmp:
-            saved, saved_error = None, None
-            try:
-                from . import tflite_export
-
-                echo("preparing a SavedModel for the TFLite converter")
-                saved = tflite_export.saved_model(keras_model, Path(tmp))
-            except Exception as e:  # every TFLite format fails with this reason; ONNX goes on
-                saved_error = _reason(e)
-            for fmt in tflite_fmts:
-                echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
-                path = out / artifact_name(model_name, fmt)
-                artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _tflite(
-                    fmt, path, saved, saved_error, calib, io_dtype, per_channel, metadata, echo)))
-    for fmt in onnx_fmts:
-        echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
-        path = out / artifact_name(model_name, fmt)
-        artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _onnx(
-            fmt, path, model_path, calib, opset, per_channel, calib_method, metadata, echo)))
-
-    # 5. Optional quantization debugging.
-    debug_paths = _debug_quant(artifacts, model_path, calib, out, echo) if debug_quant else None
+    with tempfile.TemporaryDirectory(prefix="edgecifar-export-") as tmp:
+        sources = _Sources(keras_model, model_path, Path(tmp), echo)
+        for fmt in tflite_fmts:
+            echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
+            path = out / artifact_name(model_name, fmt)
+            artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _tflite(
+                fmt, path, sources, calib, io_dtype, per_channel, metadata)))
+        for fmt in onnx_fmts:
+            echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
+            path = out / artifact_name(model_name, fmt)
+            artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _onnx(
+                fmt, path, sources, calib, opset, per_channel, calib_method, metadata, echo)))
+        # 5. Optional quantization debugging, on the model the int8 artifacts were converted from.
+        debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
 
     report = {
         "schema": reporting.SCHEMA,
@@ -197,24 +188,25 @@ def _one(fmt, path: Path, ref, echo, produce) -> dict:
     return row
 
 
-def _tflite(fmt, path, saved, saved_error, calib, io_dtype, per_channel, metadata, echo) -> dict:
+def _tflite(fmt, path, sources, calib, io_dtype, per_channel, metadata) -> dict:
     from . import tflite_export
 
-    if saved is None:
-        raise RuntimeError(f"SavedModel export failed: {saved_error}")
     kind = fmt.split("_", 1)[1]
-    model_bytes = tflite_export.convert(saved, kind, calib, io_dtype, per_channel)
+    centred = kind == "int8"
+    model_bytes = tflite_export.convert(sources.saved_model(centred), kind, calib, io_dtype, per_channel)
     if kind == "int8" and (left := tflite_export.float_leftovers(model_bytes)):
         raise RuntimeError(f"the int8 model is not integer end to end: {', '.join(left[:3])}")
     io = tflite_export.io_details(model_bytes)
     conversion = tflite_export.settings(kind, io_dtype, per_channel)
+    if centred:
+        conversion["logits"] = sources.centring
     meta = metadata(fmt, io, conversion)
     tflite_export.write(model_bytes, path)
     meta_io.write_sidecar(path, meta)
     return conversion
 
 
-def _onnx(fmt, path, model_path, calib, opset, per_channel, calib_method, metadata, echo) -> dict:
+def _onnx(fmt, path, sources, calib, opset, per_channel, calib_method, metadata, echo) -> dict:
     from .onnx_export import export_onnx
 
     quantize = fmt == "onnx_int8"
@@ -223,15 +215,19 @@ def _onnx(fmt, path, model_path, calib, opset, per_channel, calib_method, metada
     if quantize:
         conversion.update(quantizer="onnxruntime.quantization.quantize_static, QDQ int8", per_channel=bool(per_channel),
                           calib_method=calib_method, io="float32 (quantization inside the graph)")
+        source = sources.keras_path(centred=True)
+        conversion["logits"] = sources.centring
+    else:
+        source = sources.model_path
     images = calib.images if (quantize and calib is not None) else None
-    export_onnx(model_path, path, images, quantize=quantize, opset=opset, per_channel=per_channel,
+    export_onnx(source, path, images, quantize=quantize, opset=opset, per_channel=per_channel,
                 calib_method=calib_method, metadata=metadata(fmt, io, conversion), echo=echo)
     if not path.is_file():
         raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
     return conversion
 
 
-def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
+def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
     from . import debug_quant
 
     paths = []
@@ -240,12 +236,9 @@ def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
         if fmt not in written:
             continue
         echo(f"quantization debug: {fmt}")
-        if fmt == "tflite_int8":
-            fn, source = debug_quant.debug_tflite, model_path
-        else:  # the float ONNX just written saves converting the Keras model again
-            fn, source = debug_quant.debug_onnx, written.get("onnx_float32", model_path)
+        fn = debug_quant.debug_tflite if fmt == "tflite_int8" else debug_quant.debug_onnx
         try:
-            result = fn(source, written[fmt], calib, out, echo=echo)
+            result = fn(sources.keras_path(centred=True), written[fmt], calib, out, echo=echo)
         except Exception as e:
             echo(f"    debug of {fmt} failed: {_reason(e)}")
             continue
@@ -253,6 +246,50 @@ def _debug_quant(artifacts, model_path, calib, out: Path, echo) -> list[str]:
     for p in paths:
         echo(f"    {p}")
     return paths
+
+
+class _Sources:
+    """What the converters read, prepared once and only when a format needs it.
+
+    TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy with
+    centred logits (edgecifar.export.logits), float formats the model as trained.
+    """
+
+    def __init__(self, keras_model, model_path: Path, tmp: Path, echo):
+        self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
+        self._cache = {}
+        self.centring = None
+
+    def _model(self, centred: bool):
+        if not centred:
+            return self.keras_model
+        if "centred" not in self._cache:
+            from .logits import centred_copy
+
+            copy, self.centring = centred_copy(self.keras_model)
+            self.echo(f"    logits: {self.centring}")
+            self._cache["centred"] = copy if copy is not None else self.keras_model
+        return self._cache["centred"]
+
+    def saved_model(self, centred: bool = False) -> Path:
+        key = ("saved", centred)
+        if key not in self._cache:
+            from . import tflite_export
+
+            self.echo("    preparing a SavedModel for the TFLite converter")
+            self._cache[key] = tflite_export.saved_model(self._model(centred), self.tmp / ("centred" if centred else "float"))
+        return self._cache[key]
+
+    def keras_path(self, centred: bool = False) -> Path:
+        model = self._model(centred)
+        if model is self.keras_model:
+            return self.model_path
+        if "keras" not in self._cache:
+            from ..runs import save_model
+
+            self._cache["keras"] = self.tmp / "centred.keras"
+            save_model(model, self._cache["keras"])
+        return self._cache["keras"]
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -93,6 +93,9 @@ def check(path: Path, fmt: str, ref: Reference, echo=print, budget_pp: float | N
         "budget_pp": budget,
         "agreement": float((pred == kpred).mean()),
         "max_abs_prob_delta": float(np.abs(probs - ref.keras_probs).max()),
+        # Images whose top probability is shared by two classes: argmax then picks the lower class index, so
+        # with coarse integer outputs this is where quantization loses top-1 accuracy.
+        "top1_ties": int((np.sort(probs, axis=1)[:, -1] == np.sort(probs, axis=1)[:, -2]).sum()),
         "size_bytes": Path(path).stat().st_size,
         "runtime": clf.runtime,
         "input": f"{clf.input_dtype.name}" + (f" (scale {clf.input_quant[0]:.6g}, zero point {clf.input_quant[1]})" if clf.input_quant else ""),

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..files import write_json, write_text
 
 SCHEMA = "edgecifar.export_report/1"
-COLUMNS = ("format", "file", "size", "top-1", "Δ vs Keras", "agree", "max |Δp|", "budget", "status")
+COLUMNS = ("format", "file", "size", "top-1", "Δ vs Keras", "agree", "max |Δp|", "ties", "budget", "status")
 
 
 def _size(n) -> str:
@@ -21,9 +21,9 @@ def rows(report: dict) -> list[tuple[str, ...]]:
     for a in report["artifacts"]:
         if "accuracy" in a:
             cells = (f"{100 * a['accuracy']:.2f}%", f"{a['delta_pp']:+.2f} pp", f"{100 * a['agreement']:.2f}%",
-                     f"{a['max_abs_prob_delta']:.4f}")
+                     f"{a['max_abs_prob_delta']:.4f}", str(a.get("top1_ties", "-")))
         else:
-            cells = ("-", "-", "-", "-")
+            cells = ("-", "-", "-", "-", "-")
         status = a["status"] + (f": {a['reason']}" if a.get("reason") else "")
         out.append((a["format"], Path(a["path"]).name if a.get("path") else "-", _size(a.get("size_bytes")), *cells,
                     f"{a['budget_pp']:g} pp", status))
@@ -57,7 +57,7 @@ def markdown(report: dict) -> str:
         f"Checked on {chk['samples']} CIFAR-10 test images ({chk['selection']}), each artifact in its device runtime "
         f"(edgecifar.device.runtime.Classifier); Keras top-1 on the same images: {100 * chk['keras_accuracy']:.2f}%.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
+        "| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows(report)]
@@ -65,7 +65,8 @@ def markdown(report: dict) -> str:
         "",
         "Δ vs Keras: artifact top-1 minus Keras top-1 on the same images, in percentage points (1 image = "
         f"{100 / chk['samples']:.3g} pp here). agree: share of images where the artifact's top-1 class equals Keras'. "
-        "max |Δp|: largest absolute difference of any class probability. Budgets (largest accepted drop): "
+        "max |Δp|: largest absolute difference of any class probability. ties: images whose top probability is "
+        "shared by two classes (argmax then takes the lower class index). Budgets (largest accepted drop): "
         + ", ".join(f"{k} {v:g} pp" for k, v in report["budgets_pp"].items()) + ".",
         "",
     ]
