@@ -183,7 +183,7 @@ def test_metadata_round_trips_through_the_device_reader(onnx_models):
     assert meta["onnx_opset"] == 17
     assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": True,
                                     "reduce_range": True, "calibration_method": "minmax",
-                                    "calibration_samples": N_CALIB}
+                                    "calibration_samples": N_CALIB, "float_nodes": []}
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["per_channel"] is False
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["calibration_method"] == "entropy"
     assert meta_io.read(onnx_models["float32"])["quantization"] is None
@@ -246,7 +246,29 @@ def test_debug_onnx_finds_a_layer_with_a_broken_range(onnx_models, calib_images,
     report = json.loads(js.read_text())
     assert report["worst"][0] == relu_out
     first = report["suggestions"][0]
-    assert first["op"] == "Relu" and "nodes_to_exclude" in first["how"] and first["layer"] in first["how"]
+    assert first["op"] == "Relu" and "keep_float" in first["how"] and first["layer"] in first["how"]
+
+
+def test_keep_float_leaves_the_named_node_unquantized(tiny_run, calib_images, tmp_path):
+    """The debug report's advice is actionable: the node it names can be kept in float."""
+    import onnx
+
+    from edgecifar.export.onnx_export import export_onnx
+
+    path = export_onnx(tiny_run / "model.keras", tmp_path / "m.onnx", calib_images, quantize=True,
+                       keep_float=["seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion"], metadata=_meta("onnx_int8"))
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    gemms = {n.name: n for n in model.graph.node if n.op_type == "Gemm"}
+    kept = gemms.pop("seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion")
+    float_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert kept.input[1] in float_weights  # its weights stay float32 (its input may still be QDQ'd upstream)
+    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in gemms.values())  # the other stays int8
+    assert meta_io.read(path)["quantization"]["float_nodes"] == ["seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion"]
+    with pytest.raises(UserError, match="no node named 'nope'"):
+        export_onnx(tiny_run / "model.keras", tmp_path / "n.onnx", calib_images, quantize=True, keep_float=["nope"],
+                    metadata=_meta("onnx_int8"))
+    assert not (tmp_path / "n.onnx").exists()
 
 
 def test_debug_tflite_reports_per_layer_error_of_the_exported_int8_model(tiny_run, data_dir, calib_images, tmp_path):

@@ -270,12 +270,12 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     flagged_weights = [w for w in weight_rows if w["sqnr_db"] is not None and w["sqnr_db"] < SUSPECT_SQNR_DB]
     result["suggestions"] = [
         {"layer": l["node"], "op": l["op"], "why": f"its output quantization alone gives SQNR {_db(l['local_sqnr_db'])}",
-         "how": f"quantize_static(..., nodes_to_exclude=[{l['node']!r}]) (node name in the quant_pre_process'd model)"}
+         "how": f"export_onnx(..., keep_float=[{l['node']!r}]) (quantize_static nodes_to_exclude)"}
         for l in flagged]
     result["suggestions"] += [
         {"layer": w["weight"], "op": "weight", "why": f"weight SQNR {_db(w['sqnr_db'])}",
          "how": "keep per-channel weights (the default; --per-tensor loses precision here)" if w["per_tensor"]
-                else f"quantize_static(..., nodes_to_exclude=[{w['node']!r}])"}
+                else f"export_onnx(..., keep_float=[{w['node']!r}])"}
         for w in flagged_weights]
     return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
 

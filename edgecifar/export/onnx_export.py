@@ -54,7 +54,7 @@ CALIB_BATCH = 50
 
 
 def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, opset: int = 17, per_channel: bool = True,
-                calib_method: str = "minmax", metadata: dict, echo=print) -> Path:
+                calib_method: str = "minmax", keep_float=(), metadata: dict, echo=print) -> Path:
     """Write `out_path` (.onnx): float32, or int8 QDQ when `quantize`; return the path.
 
     keras_model_path: a .keras file whose model takes (N, H, W, 3) float32 RGB pixels 0..255.
@@ -62,6 +62,8 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
                       None for float32). They are fed as float32 0..255: scaling is in the model.
     per_channel:      int8 weights per output channel (default) or per tensor (--per-tensor).
     calib_method:     "minmax" | "entropy" | "percentile" (onnxruntime CalibrationMethod).
+    keep_float:       node names to leave unquantized (quantize_static nodes_to_exclude), as
+                      named by the quantization debug report (debug_quant.debug_onnx).
     metadata:         the artifact metadata; "onnx_opset" and "quantization" are added to a copy.
 
     The file is written atomically (temp name, then rename). Raises UserError for bad options,
@@ -85,10 +87,11 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
         if quantize:
             echo(f"    onnxruntime: static int8 QDQ ({'per-channel' if per_channel else 'per-tensor'} weights, "
                  f"{calib_method} calibration on {len(calib_images)} images)")
-            proto = quantize_qdq(proto, calib_images, per_channel=per_channel, calib_method=calib_method)
+            proto = quantize_qdq(proto, calib_images, per_channel=per_channel, calib_method=calib_method,
+                                 keep_float=keep_float)
             quant = {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": bool(per_channel),
                      "reduce_range": True, "calibration_method": calib_method,
-                     "calibration_samples": int(len(calib_images))}
+                     "calibration_samples": int(len(calib_images)), "float_nodes": sorted(keep_float)}
     proto = _checked(proto)
     meta = {**metadata, "onnx_opset": opset, "quantization": quant}
     _set_metadata(proto, meta)
@@ -115,7 +118,8 @@ def keras_to_onnx(model, opset: int = 17):
     return proto
 
 
-def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = True, calib_method: str = "minmax"):
+def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = True, calib_method: str = "minmax",
+                 keep_float=()):
     """Static int8 QDQ ModelProto of a float ModelProto, calibrated on uint8 images."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -124,12 +128,17 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
               "percentile": CalibrationMethod.Percentile}[calib_method]
     with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
         pre, out = Path(tmp) / "preprocessed.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(preprocessed_float(float_proto), str(pre))
+        pre_proto = preprocessed_float(float_proto)
+        unknown = sorted(set(keep_float) - {n.name for n in pre_proto.graph.node})
+        if unknown:
+            raise UserError(f"no node named {', '.join(map(repr, unknown))} to keep in float; use a node name from the "
+                            "quantization debug report (edgecifar export --debug-quant)")
+        onnx.save(pre_proto, str(pre))
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print() their progress
             quantize_static(str(pre), str(out), calibration_data_reader=calibration_reader(calib_images),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, per_channel=bool(per_channel), reduce_range=True,
-                            calibrate_method=method)
+                            nodes_to_exclude=list(keep_float) or None, calibrate_method=method)
         return onnx.load(str(out))
 
 
@@ -181,7 +190,7 @@ def _validate(calib_images, quantize: bool, opset, calib_method: str) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        why = " (int8 QDQ with per-channel weights needs 13+)" if quantize else ""
+        why = " for int8 QDQ" if quantize else ""
         raise UserError(f"--opset {opset}: ONNX export supports opsets {allowed.start}..{allowed.stop - 1}{why}; "
                         "use the default 17")
     if not quantize:
