@@ -216,7 +216,9 @@ def to_markdown(results: dict) -> str:
         f"after loading and timing, before the test images are loaded; Δ python = minus a bare interpreter "
         f"({results['baseline_rss_kb'] / 1024:.0f} MB). Keras includes TensorFlow. Load = model load/initialisation "
         "(runtime import excluded; its time is in results.json as import_ms).",
-        "- Size: the file on disk (`model.keras` for Keras).",
+        "- Size: the file on disk. For Keras that is `model.keras` as training saved it, optimizer state included "
+        "(RMSprop doubles, Adam triples the float32 weights), so \"size vs Keras\" compares with what a user has, "
+        "not with the weights alone (those are about the TFLite float32 size).",
         "",
         "## Machine",
         "",
