@@ -131,6 +131,19 @@ class StreamClient(threading.Thread):
         self.join(timeout=10)
 
 
+def settled(client, quiet=0.5, timeout=10.0):
+    """Wait until the client has received nothing new for `quiet` seconds."""
+    end = time.monotonic() + timeout
+    count, since = client.frames, time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        if client.frames != count:
+            count, since = client.frames, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise AssertionError("the stream never went quiet")
+
+
 @pytest.fixture
 def live():
     servers = []
@@ -229,6 +242,12 @@ def test_loopback_server_answers_only_loopback_host_names(live):
     assert fetch(url, host=f"localhost:{server.port}")[0] == 200
 
 
+def test_url_carries_the_token_url_encoded(live):
+    server = live(token="a b&c/d")
+    assert server.url == f"http://127.0.0.1:{server.port}/?token=a%20b%26c%2Fd"
+    assert fetch(server.url.replace("/?", "/stats.json?"))[0] == 200
+
+
 def test_port_in_use_is_a_user_error(live):
     server = live()
     with pytest.raises(UserError, match="cannot serve on 127.0.0.1"):
@@ -296,7 +315,7 @@ def test_encoder_runs_only_for_viewers_once_for_all_at_the_capped_rate(live):
         encoded, elapsed = server.stats()["stream"]["encoded"] - start_encoded, time.monotonic() - t0
         received = [c.frames - s for c, s in zip(clients, start_received)]
         pub.stop()
-        time.sleep(0.5)  # the encoder catches up with the last published frame
+        settled(clients[0])  # the encoder's last JPEG, of the last published frame, has arrived
         shown = server.stats()["shown"]
         for c in clients:
             c.stop()
@@ -320,7 +339,8 @@ def test_slow_client_skips_frames_and_does_not_hold_back_others(live):
     server = live(token=None, max_fps=10)
     pub = Publisher(server, frames)
     pub.start()
-    fast, slow = StreamClient(server.port), StreamClient(server.port, delay=0.5)
+    rt = realtime_allowed()  # a loaded machine should not starve the fast client either
+    fast, slow = StreamClient(server.port, realtime=rt), StreamClient(server.port, delay=0.5, realtime=rt)
     try:
         fast.start(), slow.start()
         assert fast.connected.wait(5) and slow.connected.wait(5)

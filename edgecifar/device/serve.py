@@ -33,7 +33,7 @@ import time
 from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import UserError
 
@@ -139,7 +139,7 @@ class LiveServer:
             host = socket.gethostname()  # a wildcard bind is not an address a browser can open
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{host}:{self.port}/" + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     def publish(self, frame_bgr, record: dict) -> None:
         """Hand over the newest annotated frame and its per-frame record. Cheap: no copy, no encoding,
@@ -150,7 +150,8 @@ class LiveServer:
             self._record = record
             self._published += 1
             self._recent.append((now, record))
-            self._frame_cond.notify()
+            if self._clients:  # with nobody watching, waking the encoder per frame would only cost the GIL
+                self._frame_cond.notify()
 
     def close(self) -> None:
         if self._closed.is_set():
