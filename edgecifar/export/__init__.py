@@ -224,6 +224,8 @@ def _onnx(fmt, path, sources, calib, opset, per_channel, calib_method, metadata,
                 calib_method=calib_method, metadata=metadata(fmt, io, conversion), echo=echo)
     if not path.is_file():
         raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
+    if quantize:  # the exporter records its exact quantizer settings in the file: report those
+        conversion["quantization"] = meta_io.read(path).get("quantization")
     return conversion
 
 
