@@ -186,6 +186,7 @@ BAD = {  # case -> what the one-line error must say
     "calibration set empty": "--calib-samples 0",
     "calibration set too big": "more than the 50000 training images",
     "unwritable output": "cannot write",
+    "unknown format": "unknown format(s) tflite_int4",
 }
 
 
@@ -201,6 +202,8 @@ def _bad_case(case: str, run: Path) -> tuple[Path, list[str]]:
         return run, ["--calib-samples", "0"]
     elif case == "calibration set too big":
         return run, ["--calib-samples", "50001"]
+    elif case == "unknown format":
+        return run, ["--formats", "tflite_int8,tflite_int4"]
     elif case == "unwritable output":
         (run / "export").write_text("a file where the output folder should be")
     return run, []

@@ -138,6 +138,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
         "source_model": {**source_model, "path": str(model_path)},
         "check": {**ref.subset, "keras_accuracy": ref.keras_correct / len(ref.labels),
                   "runtime": "edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime for .onnx)"},
+        "data": {"source": ds.source, **ds.fingerprint},
         "calibration": calib.describe() if calib is not None else None,
         "budgets_pp": {f: checking.BUDGETS_PP[f] for f in fmts},
         "settings": {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset,

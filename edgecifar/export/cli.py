@@ -15,7 +15,8 @@ from . import FORMATS
 @click.argument("run", required=False, type=click.Path())
 @click.option("--int8", "int8", is_flag=True, help="Integer artifacts only: TFLite full-integer and ONNX QDQ int8.")
 @click.option("--fp16", is_flag=True, help="Float16 TFLite only.")
-@click.option("--formats", help=f"Comma list, any of: {','.join(FORMATS)} (default: all; combines with --int8/--fp16).")
+@click.option("--formats", metavar="LIST",
+              help=f"Comma-separated formats, any of: {', '.join(FORMATS)} (default: all; adds to --int8/--fp16).")
 @click.option("--calib-samples", type=int, default=500, show_default=True,
               help="Calibration images, stratified from the training split (never test).")
 @click.option("--check-samples", type=int,

@@ -54,6 +54,9 @@ def markdown(report: dict) -> str:
         + (f", test accuracy at training {100 * report['source_model']['keras_test_accuracy']:.2f}%"
            if report["source_model"].get("keras_test_accuracy") is not None else ""),
         "",
+        f"Data: `{report['data']['source']}` (test split sha256 `{report['data']['test_sha256'][:16]}…`)."
+        if report.get("data") else "",
+        "",
         f"Checked on {chk['samples']} CIFAR-10 test images ({chk['selection']}), each artifact in its device runtime "
         f"(edgecifar.device.runtime.Classifier); Keras top-1 on the same images: {100 * chk['keras_accuracy']:.2f}%.",
         "",
