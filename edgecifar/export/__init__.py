@@ -71,7 +71,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
     _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
     needs_calib = any(f in INT8_FORMATS for f in fmts)
     if needs_calib:
-        validate_count(calib_samples, 10**9)  # lower bound now, before anything slow; upper bound once data is loaded
+        validate_count(calib_samples)  # the lower bound now, before anything slow; the upper once data is loaded
 
     # 1. The source model.
     run = runs.resolve_run(run_dir, runs_dir)

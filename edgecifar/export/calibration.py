@@ -100,14 +100,14 @@ class CalibrationSet:
         }
 
 
-def validate_count(n: int, available: int, echo=None) -> int:
-    """Refuse calibration sets that cannot represent every class; warn when small."""
+def validate_count(n: int, available: int | None = None, echo=None) -> int:
+    """Refuse calibration sets that cannot represent every class or exceed `available`; warn when small."""
     if n is None:
         n = DEFAULT_SAMPLES
     if n < cifar.NUM_CLASSES:
         raise UserError(f"--calib-samples {n} is too small: calibration needs at least one image per class "
                         f"({cifar.NUM_CLASSES}); use a few hundred (default {DEFAULT_SAMPLES})")
-    if n > available:
+    if available is not None and n > available:
         raise UserError(f"--calib-samples {n} is more than the {available} training images; use at most {available} "
                         f"(a few hundred is enough, default {DEFAULT_SAMPLES})")
     if n < WARN_BELOW and echo:
