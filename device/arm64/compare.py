@@ -1,0 +1,129 @@
+"""Compare dumps of dump_outputs.py between x86-64 (reference) and emulated arm64.
+
+Rules: preprocessed input tensors must be identical; integer output tensors identical;
+float output tensors within --tol: |arm64 - x86| <= tol * (1 + |x86|), default tol 1e-5
+(numpy.isclose with rtol = atol = tol). Same rules for
+the `edgecifar run --json` results when both sides have them (labels identical, confidences
+within --tol). Prints one line per artifact and PASS or FAIL; exit code 0 only on PASS.
+
+    python compare.py REF_DIR TEST_DIR [--label cortex-a72] [--tol 1e-5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def compare_dump(ref: Path, test: Path, tol: float) -> tuple[bool, str]:
+    a, b = np.load(ref), np.load(test)
+    if list(a["names"]) != list(b["names"]):
+        return False, "different image lists"
+    if a["input"].dtype != b["input"].dtype or not np.array_equal(a["input"], b["input"]):
+        return False, f"preprocessed inputs differ ({a['input'].dtype} vs {b['input'].dtype})"
+    ra, rb = a["raw"], b["raw"]
+    if ra.dtype != rb.dtype or ra.shape != rb.shape:
+        return False, f"output {ra.dtype}{ra.shape} vs {rb.dtype}{rb.shape}"
+    top = int((a["probs"].argmax(1) == b["probs"].argmax(1)).sum())
+    n = len(ra)
+    if ra.dtype.kind in "iu":
+        diff = int((ra != rb).sum())
+        ok = diff == 0
+        what = f"{ra.dtype} outputs: {'identical' if ok else f'{diff} of {ra.size} values differ'}"
+    else:
+        # |arm - x86| <= tol + tol * |x86| (numpy.isclose with rtol = atol = tol): float32 sums run in a
+        # different order on NEON than on AVX2/FMA, and that error scales with the value.
+        a64, b64 = ra.astype(np.float64), rb.astype(np.float64)
+        diff = np.abs(a64 - b64)
+        bound = tol + tol * np.abs(a64)
+        err, worst = float(diff.max()), float((diff / bound).max())
+        ok = worst <= 1.0
+        what = (f"{ra.dtype} outputs: max |diff| {err:.2e}, {worst:.2f} of the allowed "
+                f"{tol:.0e}*(1+|x|) ({int((diff > bound).sum())} values over)")
+    return ok, f"{what}; inputs identical; top-1 same on {top}/{n}"
+
+
+def compare_run_json(ref: Path, test: Path, tol: float) -> tuple[bool, str]:
+    """`edgecifar run --json` output: one JSON object per frame (JSON lines), timings ignored.
+
+    The runner prints confidences rounded to a few decimals, so two values closer than `tol`
+    can still print one last-digit step apart when they straddle a rounding boundary; such
+    flips are counted and allowed, anything larger fails. The exact comparison is the raw one.
+    """
+    ra = [json.loads(l) for l in ref.read_text().splitlines() if l.strip()]
+    rb = [json.loads(l) for l in test.read_text().splitlines() if l.strip()]
+    if len(ra) != len(rb) or not ra:
+        return False, f"{len(ra)} vs {len(rb)} results"
+    flips = values = 0
+    for x, y in zip(ra, rb):
+        tx, ty = x.get("top", []), y.get("top", [])
+        if x.get("file") != y.get("file") or [t["index"] for t in tx] != [t["index"] for t in ty] or not tx:
+            return False, f"frame {x.get('frame')} ({x.get('file')}): top-k {tx} vs {ty}"
+        for p, q in zip(tx, ty):
+            a, b = str(p["confidence"]), str(q["confidence"])
+            values += 1
+            if a == b:
+                continue
+            step = 10.0 ** -max(len(a.partition(".")[2]), len(b.partition(".")[2]))
+            if step > 1e-3 or abs(float(a) - float(b)) > step * 1.001:
+                return False, f"frame {x.get('frame')} ({x.get('file')}): confidence {a} vs {b}"
+            flips += 1
+    flip_note = f" ({flips} differ by one last-digit rounding step)" if flips else ""
+    return True, f"{len(ra)} frames, top-k classes identical, {values - flips}/{values} printed confidences identical{flip_note}"
+
+
+def _reason(error: str) -> str:
+    """A load error without the artifact's path (which differs between host and chroot)."""
+    return error.split(": ", 1)[-1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ref", type=Path)
+    ap.add_argument("test", type=Path)
+    ap.add_argument("--label", default="arm64")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    args = ap.parse_args()
+    ref_sum = json.loads((args.ref / "summary.json").read_text())
+    test_sum = json.loads((args.test / "summary.json").read_text())
+    print(f"{args.label}: {test_sum['machine']} [{test_sum['cpu_features']}] python {test_sum['python']} "
+          f"{test_sum['libc']} numpy {test_sum['numpy']} opencv {test_sum['opencv']}  vs  {ref_sum['machine']} "
+          f"python {ref_sum['python']} numpy {ref_sum['numpy']} opencv {ref_sum['opencv']}")
+    all_ok, checked, refused = True, 0, 0
+    for key in sorted(set(ref_sum["runs"]) | set(test_sum["runs"])):
+        r, t = ref_sum["runs"].get(key), test_sum["runs"].get(key)
+        if r is None or t is None:
+            ok, what = False, f"only on {'arm64' if r is None else 'x86-64'}"
+        elif "error" in r and _reason(r["error"]) == _reason(t.get("error", "")):
+            # An artifact this runtime cannot open anywhere: the architectures agree, but say it loudly.
+            ok, what = True, f"REFUSED identically on both ({_reason(r['error'])})"
+            refused += 1
+        elif "error" in r or "error" in t:
+            ok, what = False, f"cannot load: x86-64: {r.get('error', 'ok')} | arm64: {t.get('error', 'ok')}"
+        else:
+            ok, what = compare_dump(args.ref / f"{key}.npz", args.test / f"{key}.npz", args.tol)
+            what = f"{t['runtime']} vs {r['runtime']}: {what}"
+        checked += 1
+        all_ok &= ok
+        print(f"  {'ok  ' if ok else 'FAIL'} {key}: {what}")
+    for ref_json in sorted(args.ref.glob("*.run.jsonl")):
+        test_json = args.test / ref_json.name
+        if not test_json.exists():
+            ok, what = False, "missing on arm64"
+        else:
+            ok, what = compare_run_json(ref_json, test_json, args.tol)
+        checked += 1
+        all_ok &= ok
+        print(f"  {'ok  ' if ok else 'FAIL'} edgecifar run --json {ref_json.name[:-len('.run.jsonl')]}: {what}")
+    all_ok &= checked > 0
+    note = f", {refused} artifact(s) refused by this runtime on both" if refused else ""
+    print(f"{args.label}: {'PASS' if all_ok else 'FAIL'} ({checked} comparisons{note})")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
