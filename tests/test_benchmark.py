@@ -18,6 +18,7 @@ import pytest
 
 from edgecifar.benchmark import metrics, report, runner
 from edgecifar.benchmark.timing import Plan, measure
+from edgecifar.files import sha256_file
 
 from .conftest import run_cli
 
@@ -72,7 +73,7 @@ def test_every_file_and_row(bench, exported_run):
 
     for r in res["rows"]:
         assert r["status"] == "ok", (r["format"], r["error"])
-        assert r["size_bytes"] == Path(r["path"]).stat().st_size
+        assert r["size_bytes"] == Path(r["path"]).stat().st_size and r["sha256"] == sha256_file(r["path"])
         acc = r["accuracy"]
         assert 0 <= acc["top1"] <= 1 and 0 <= acc["agreement"] <= 1 and acc["samples"] == SAMPLES
         assert acc["correct"] == round(acc["top1"] * SAMPLES)
@@ -157,7 +158,7 @@ def test_floor_fails_and_compare_prints_change(bench, exported_run, tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "seed002_m1_cnn tflite_int8:" in ln)
     assert "(+0.00 pp)" in line and "p50@1" in line
     assert "seed002_m1_cnn keras: only in the old report" in proc.stdout
-    assert "summary: top-1 identical for 1 of 1 formats" in proc.stdout
+    assert "summary: top-1 identical for 1 of 1 unchanged artifacts" in proc.stdout and "DIFFERENT FILE" not in proc.stdout
 
 
 def test_run_without_export_is_one_line_error(tiny_run, tmp_path):

@@ -24,7 +24,7 @@ LABELS = {
     "onnx_int8": "ONNX int8 (QDQ)",
 }
 CSV_COLUMNS = [
-    "model", "format", "threads", "status", "error", "runtime", "method", "input_dtype", "size_bytes", "samples",
+    "model", "format", "threads", "status", "error", "sha256", "runtime", "method", "input_dtype", "size_bytes", "samples",
     "top1", "top1_delta_pp", "agreement", "max_abs_class_delta_pp",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs", "fps_batch1", "batch", "throughput_ips",
     "load_ms", "import_ms", "rss_mb", "rss_delta_mb", "speedup_vs_keras", "speedup_vs_keras_predict", "speedup_vs_float32",
@@ -61,6 +61,7 @@ def csv_rows(results: dict) -> list[dict]:
         acc = row["accuracy"] or {}
         common = {
             "model": row["model"], "format": row["format"], "status": row["status"], "error": row["error"] or "",
+            "sha256": row.get("sha256") or "",
             "runtime": row["runtime"] or "", "method": row["method"] or "", "input_dtype": row["input_dtype"] or "",
             "size_bytes": row["size_bytes"], "samples": acc.get("samples"), "top1": acc.get("top1"),
             "top1_delta_pp": acc.get("top1_delta_pp"), "agreement": acc.get("agreement"),
@@ -181,6 +182,9 @@ def to_markdown(results: dict) -> str:
                 f"| {lat(c1)} | {lat(cn)} | {fps(c1)} / {fps(cn)} | {_f(thr and thr['images_per_s'], '{:.0f}') if thr else ((cn or {}).get('batch_note') and 'n/a') or '—'} "
                 f"| {_f(cn and cn['rss_kb'] / 1024, '{:.0f}')} ({_f(cn and cn['rss_delta_kb'] / 1024, '{:+.0f}')}) | {_f(cn and cn['load_ms'], '{:.1f}')} "
                 f"| {_x(c1 and c1['speedup_vs_keras'])} / {_x(cn and cn['speedup_vs_keras'])} | {_x(c1 and c1['speedup_vs_float32'])} |")
+        files = [f"`{Path(r['path']).name}` {r['sha256'][:12]}" for r in rows if r.get("sha256") and r["format"] != "keras_predict"]
+        if files:
+            lines += ["", "Files measured (sha256, first 12 hex digits; `--compare` flags a re-exported file): " + ", ".join(files) + "."]
         keras = next((r for r in rows if r["format"] == "keras" and r["status"] == "ok"), None)
         if keras:
             methods = {t: c["method"] for t, c in keras["threads"].items()}
@@ -346,10 +350,14 @@ def compare(old: dict, new: dict) -> list[str]:
             lines.append(f"  {name}: status {o['status']} → {r['status']}")
             continue
         parts = []
+        changed = o.get("sha256") != r.get("sha256")
+        if changed:
+            parts.append(f"DIFFERENT FILE (sha256 {str(o.get('sha256'))[:10]} → {str(r.get('sha256'))[:10]})")
         a0, a1 = (o["accuracy"] or {}).get("top1"), (r["accuracy"] or {}).get("top1")
         if a0 is not None and a1 is not None:
             parts.append(f"top-1 {100 * a0:.2f}% → {100 * a1:.2f}% ({100 * (a1 - a0):+.2f} pp)")
-            acc_deltas.append(100 * (a1 - a0))
+            if not changed:
+                acc_deltas.append(100 * (a1 - a0))
         for t, cell in r["threads"].items():
             oc = o["threads"].get(t)
             if oc:
@@ -363,7 +371,7 @@ def compare(old: dict, new: dict) -> list[str]:
     lines += [f"  {m} {f}: only in the old report" for m, f in sorted(gone)]
     if acc_deltas:
         same = sum(d == 0 for d in acc_deltas)
-        lines.append(f"summary: top-1 identical for {same} of {len(acc_deltas)} formats (largest change "
+        lines.append(f"summary: top-1 identical for {same} of {len(acc_deltas)} unchanged artifacts (largest change "
                      f"{max(acc_deltas, key=abs):+.2f} pp)")
     if ratios:
         import statistics

@@ -17,6 +17,7 @@ from .. import data as cifar
 from .. import runs
 from ..device import metadata
 from ..errors import UserError
+from ..files import sha256_file
 from . import metrics
 
 SCHEMA = "edgecifar.benchmark/1"
@@ -199,9 +200,11 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
         preds_by_model = {}
         for name, run_dir, fmt, path, reason in plan:
             if path is None:
-                rows.append(_row(name, run_dir, fmt, None, "missing", reason))
+                rows.append({**_row(name, run_dir, fmt, None, "missing", reason), "sha256": None})
                 continue
             cell_results, preds, error = {}, None, None
+            # Exporters may rewrite artifacts at any time; a row must describe one file, not two.
+            sha = sha256_file(path)
             for t in threads:
                 progress.begin(f"{name} {fmt} threads={t}")
                 spec = {"model": name, "format": fmt, "path": str(path), "threads": t, "batch": settings["batch"],
@@ -219,9 +222,13 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
                 head = next(iter(result["variants"].values()))
                 acc = f", top-1 {100 * (preds == labels).mean():.2f}%" if cell_preds is not None else ""
                 progress.end(f"p50 {head['latency']['p50_ms']:.3f} ms{acc}")
+            if sha256_file(path) != sha:
+                error, preds = f"{path.name} changed while it was measured (re-exported?); run the benchmark again", None
+                echo(f"  {error}")
             keys = ["keras", "keras_predict"] if fmt == "keras" else [fmt]
             for key in keys:
-                rows.append(_row(name, run_dir, key, path, "error" if error else "ok", error, cell_results, base["rss_kb"], preds))
+                row = _row(name, run_dir, key, path, "error" if error else "ok", error, cell_results, base["rss_kb"], preds)
+                rows.append({**row, "sha256": sha})
             if preds is not None:
                 preds_by_model.setdefault(name, {})[fmt] = preds
 
