@@ -142,7 +142,7 @@ def evaluate_cmd(run, data_dir):
 
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="edgecifar", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="edgecifar", standalone_mode=False)
     except UserError as e:
         click.echo(f"edgecifar: error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -159,7 +159,7 @@ def main(argv=None):
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     except OSError as e:
         raise UserError(f"cannot write to {path.parent}: {e.strerror}; choose a writable output directory") from None
     os.close(fd)
+    # mkstemp makes 0600 files; artifacts should get the usual permissions (umask applies).
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
-            if tmp.is_dir():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
+            tmp.unlink()
 
 
 def write_text(path, text: str) -> None:
