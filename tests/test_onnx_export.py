@@ -90,6 +90,19 @@ def test_float_onnx_is_valid_has_dynamic_batch_and_matches_keras(onnx_models, ke
         assert np.abs(_run(onnx_models["float32"], images[:batch]) - keras_probs[:batch]).max() <= FLOAT_TOL
 
 
+def test_two_conversions_name_nodes_identically(tiny_run):
+    """The float and int8 artifacts come from separate conversions; keep_float names from a debug
+    report must stay valid in the next export."""
+    import keras
+
+    from edgecifar.export.onnx_export import keras_to_onnx
+
+    model = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    first, second = keras_to_onnx(model), keras_to_onnx(model)
+    assert [n.name for n in first.graph.node] == [n.name for n in second.graph.node]
+    assert any("__" in n.name for n in first.graph.node)  # tf2onnx-invented names are among them
+
+
 # --- int8 QDQ -----------------------------------------------------------------------------
 
 
@@ -214,6 +227,7 @@ def test_debug_onnx_reports_every_layer_and_flags_nothing_on_a_healthy_model(onn
 
     md, js = debug_onnx(onnx_models["float32"], onnx_models["int8"], calib_images, tmp_path, echo=lambda *_: None)
     report = json.loads(js.read_text())
+    assert report["unmatched_activations"] == []  # every quantized tensor was compared with its float twin
     ops = {layer["op"] for layer in report["layers"]}
     assert {"Relu", "Softmax"} <= ops
     assert all(layer["local_sqnr_db"] is None or layer["local_sqnr_db"] > 0 for layer in report["layers"])

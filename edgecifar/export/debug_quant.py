@@ -35,6 +35,7 @@ from ..files import write_json, write_text
 DEBUG_SAMPLES = 100
 SUSPECT_SQNR_DB = 20.0  # noise power above 1% of signal power
 SUSPECT_RMSE_SCALE = 0.7  # TF's debugger guide: ~0.29 is ideal rounding error
+SUSPECT_DROP_DB = 10.0  # accumulated error power grows 10x inside one layer
 WORST = 5
 
 
@@ -213,17 +214,24 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
             modify_model_output_intermediate_tensors(str(int8_onnx_path), str(qdq_aug))
             float_acts = collect_activations(str(float_aug), onnx_export.calibration_reader(images))
             qdq_acts = collect_activations(str(qdq_aug), onnx_export.calibration_reader(images))
-            matching = create_activation_matching(qdq_acts, float_acts)
 
+    # Pair each QDQ tensor with its float twin by graph position (names can differ between two
+    # tf2onnx conversions of one model), falling back to equal names.
+    pairs = _pair_tensors(float_proto, qdq_proto)
+    float_by_qdq_name = {q: float_acts[f] for q, f in pairs.items() if f in float_acts}
+    matching = create_activation_matching(qdq_acts, {**float_acts, **float_by_qdq_name})
     qparams = _onnx_activation_qparams(qdq_proto)
     producers = {out: node for node in float_proto.graph.node for out in node.output}
-    constants = {i.name for i in float_proto.graph.initializer}
-    layers = []
+    constants = {i.name for i in qdq_proto.graph.initializer}
+    layers, unmatched = [], []
     for name, match in matching.items():
         flt = match.get("float")
-        if name in constants or not flt or name not in qparams:
+        if name in constants or name not in qparams:
             continue  # constants are reported as weights below
-        node = producers.get(name)
+        if not flt:
+            unmatched.append(name)
+            continue
+        node = producers.get(pairs.get(name, name))
         layers.append({
             "tensor": name,
             "node": node.name if node is not None else None,
@@ -235,9 +243,10 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
             "local_sqnr_db": _sqnr_lists(flt, [_fake_quant(f, *qparams[name]) for f in flt]),
             "vs_float_sqnr_db": _sqnr_lists(flt, match["post_qdq"]),
         })
-    order = {out: i for i, node in enumerate(float_proto.graph.node) for out in node.output}
+    order = {out.removesuffix("_QuantizeLinear_Input"): i for i, node in enumerate(qdq_proto.graph.node)
+             for out in node.output}
     layers.sort(key=lambda l: order.get(l["tensor"], -1))
-    weight_rows = _onnx_weight_errors(float_proto, qdq_proto)
+    weight_rows = _onnx_weight_errors(float_proto, qdq_proto, pairs)
     model = {}
     float_out = float_acts.get(onnx_export.OUTPUT_NAME)
     qdq_out = qdq_acts.get(onnx_export.OUTPUT_NAME)
@@ -263,7 +272,12 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
         "model": model,
         "layers": layers,
         "weights": weight_rows,
+        # Quantized tensors with no same-named float tensor: the two models were converted differently.
+        "unmatched_activations": unmatched,
     }
+    if unmatched:
+        echo(f"    warning: {len(unmatched)} quantized activation(s) have no float counterpart (e.g. {unmatched[0]}); "
+             "pass the float32 .onnx exported alongside this int8 model")
     ranked = sorted(layers, key=lambda l: _key(l["local_sqnr_db"]))
     result["worst"] = [l["tensor"] for l in ranked[:WORST]]
     flagged = [l for l in ranked if l["node"] and l["local_sqnr_db"] is not None and l["local_sqnr_db"] < SUSPECT_SQNR_DB]
@@ -277,7 +291,47 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
          "how": "keep per-channel weights (the default; --per-tensor loses precision here)" if w["per_tensor"]
                 else f"export_onnx(..., keep_float=[{w['node']!r}])"}
         for w in flagged_weights]
+    # Error can also grow inside a layer (int8 weights times int8 inputs) while every tensor's own
+    # rounding looks harmless: flag the weighted nodes where the accumulated SQNR falls the most.
+    _add_drops(layers, float_proto, pairs)
+    for l in sorted((l for l in layers if l.get("drop_db") is not None), key=lambda l: -l["drop_db"]):
+        if l["drop_db"] < SUSPECT_DROP_DB or any(s["layer"] == l["compute_node"] for s in result["suggestions"]):
+            continue
+        result["suggestions"].append(
+            {"layer": l["compute_node"], "op": l["compute_op"],
+             "why": f"accumulated SQNR falls {l['drop_db']:.1f} dB across it (to {_db(l['vs_float_sqnr_db'])})",
+             "how": f"export_onnx(..., keep_float=[{l['compute_node']!r}]) (quantize_static nodes_to_exclude)"})
     return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
+
+
+def _add_drops(layers: list[dict], float_proto, pairs: dict[str, str]) -> None:
+    """Set layer["drop_db"]: accumulated SQNR of the nearest quantized inputs minus this tensor's,
+    and layer["compute_node"/"compute_op"]: the weighted node (Conv/Gemm/MatMul) in between."""
+    producers = {o: n for n in float_proto.graph.node for o in n.output}
+    graph_inputs = {i.name for i in float_proto.graph.input}
+    sqnr = {pairs.get(l["tensor"], l["tensor"]): l["vs_float_sqnr_db"] for l in layers}
+    for layer in layers:
+        here = sqnr_of = pairs.get(layer["tensor"], layer["tensor"])
+        inputs, compute, stack, seen = [], None, [here], set()
+        while stack:  # walk up through unquantized tensors to the quantized (or graph) inputs
+            node = producers.get(stack.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if compute is None and node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+                compute = node
+            for name in node.input:
+                if name in sqnr and name != sqnr_of:
+                    inputs.append(math.inf if sqnr[name] is None else sqnr[name])
+                elif name in graph_inputs:
+                    inputs.append(math.inf)
+                elif name in producers:
+                    stack.append(name)
+        own = layer["vs_float_sqnr_db"]
+        if compute is None or not inputs or own is None:
+            continue
+        layer["drop_db"] = (min(inputs) - own) if math.isfinite(min(inputs)) else None
+        layer["compute_node"], layer["compute_op"] = compute.name, compute.op_type
 
 
 def _onnx_activation_qparams(qdq_proto) -> dict:
@@ -301,7 +355,48 @@ def _fake_quant(x, scale: float, zero_point: int, dtype) -> np.ndarray:
     return (q - zero_point) * scale
 
 
-def _onnx_weight_errors(float_proto, qdq_proto) -> list[dict]:
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+_REMOVABLE = ("Relu", "Clip")  # folded into the quantizer's range by quantize_static
+
+
+def _pair_tensors(float_proto, qdq_proto) -> dict[str, str]:
+    """{QDQ-model tensor name: float-model tensor name}, aligned by graph position.
+
+    The QDQ model is the float model plus Quantize/DequantizeLinear nodes, minus the ReLU/Clip
+    nodes the quantizer folded into ranges; walking both node lists in order pairs outputs (and,
+    through the DequantizeLinear nodes, quantized weights with their float originals). Returns {}
+    when the two graphs do not line up.
+    """
+    producers = {o: n for n in qdq_proto.graph.node for o in n.output}
+
+    def source(name: str) -> str:
+        """What a QDQ-model input stands for: the activation before Q/DQ, or the quantized weight."""
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return name
+        q = producers.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+
+    qnodes = [n for n in qdq_proto.graph.node if n.op_type not in _QDQ_OPS]
+    pairs: dict[str, str] = {}
+    j = 0
+    for fnode in float_proto.graph.node:
+        if j < len(qnodes) and qnodes[j].op_type == fnode.op_type:
+            qnode = qnodes[j]
+            for qi, fi in zip(qnode.input, fnode.input):
+                pairs.setdefault(source(qi), fi)
+            for qo, fo in zip(qnode.output, fnode.output):
+                pairs[qo.removesuffix("_QuantizeLinear_Input")] = fo
+            j += 1
+        elif fnode.op_type in _REMOVABLE and j > 0:
+            for qo in qnodes[j - 1].output:  # the folded activation's output now comes from the node before
+                pairs[qo.removesuffix("_QuantizeLinear_Input")] = fnode.output[0]
+        else:
+            return {}
+    return pairs if j == len(qnodes) else {}
+
+
+def _onnx_weight_errors(float_proto, qdq_proto, pairs: dict[str, str]) -> list[dict]:
     """SQNR of every quantized initializer against its float original.
 
     Dequantized here in int32: onnxruntime's create_weight_matching subtracts the zero point in
@@ -316,7 +411,7 @@ def _onnx_weight_errors(float_proto, qdq_proto) -> list[dict]:
         q_name = node.input[0] if node.op_type == "DequantizeLinear" else None
         if not q_name or q_name not in inits or not q_name.endswith("_quantized"):
             continue
-        original = floats.get(q_name[: -len("_quantized")])
+        original = floats.get(pairs.get(q_name, q_name[: -len("_quantized")]))
         if original is None:
             continue
         q, scale = inits[q_name].astype(np.int64), inits[node.input[1]].astype(np.float64)
@@ -437,7 +532,10 @@ def _onnx_markdown(r) -> str:
              "Local SQNR: the float value quantized with this tensor's scale (rounding + clipping it adds alone). "
              "vs float: the QDQ model against the float model at this point (accumulated).", "",
              "## Whole model", "", *_model_lines(r["model"]), "", "## Suggestions", "", *_suggestion_lines(r), "",
-             "## Activations (graph order)", "", "| node | op | tensor | local SQNR | vs float SQNR |", "|---|---|---|---:|---:|"]
+             "## Activations (graph order)", ""]
+    if r["unmatched_activations"]:
+        lines += [f"Not compared (no same-named float tensor): {len(r['unmatched_activations'])} activation(s).", ""]
+    lines += ["| node | op | tensor | local SQNR | vs float SQNR |", "|---|---|---|---:|---:|"]
     for l in r["layers"]:
         lines.append(f"| {l['node'] or '-'} | {l['op']} | `{_short(l['tensor'])}` | {_db(l['local_sqnr_db'])} | "
                      f"{_db(l['vs_float_sqnr_db'])} |")

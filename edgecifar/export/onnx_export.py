@@ -31,6 +31,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def keras_to_onnx(model, opset: int = 17):
                            f"{len(proto.graph.output)}")
     # The output is named after the last Keras layer ("probs", or "head" for transfer models).
     _rename_value(proto.graph, proto.graph.output[0].name, OUTPUT_NAME)
+    _canonical_names(proto.graph)
     return proto
 
 
@@ -241,6 +243,44 @@ def _set_metadata(proto, meta: dict) -> None:
             proto.metadata_props.remove(prop)
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_KEY, json.dumps(meta, default=_json_default)
+
+
+_AUTO_SUFFIX = re.compile(r"__(\d+)")
+
+
+def _canonical_names(graph) -> None:
+    """Renumber the names tf2onnx invents ("Conv__483") in graph order.
+
+    tf2onnx numbers them from a process-wide counter, so converting the same model twice (the
+    float and the int8 artifact) gives different names. Renumbered, the two share tensor names,
+    which the per-layer debug report matches on, and a conversion is reproducible.
+    """
+    numbers: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        for n in _AUTO_SUFFIX.findall(name):
+            numbers.setdefault(n, str(len(numbers) + 1))
+
+    for node in graph.node:
+        for name in (node.name, *node.input, *node.output):
+            visit(name)
+    for init in graph.initializer:
+        visit(init.name)
+
+    def fix(name: str) -> str:
+        return _AUTO_SUFFIX.sub(lambda m: f"__{numbers[m.group(1)]}", name)
+
+    for node in graph.node:
+        node.name = fix(node.name)
+        node.input[:] = [fix(n) for n in node.input]
+        node.output[:] = [fix(n) for n in node.output]
+    for value in [*graph.initializer, *graph.input, *graph.output, *graph.value_info]:
+        value.name = fix(value.name)
+    # The dynamic batch dimension (tf2onnx: "unk__1335") is one and the same for input and output.
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = "batch"
 
 
 def _rename_value(graph, old: str, new: str) -> None:
