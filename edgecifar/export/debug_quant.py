@@ -10,19 +10,23 @@ TF guide's rmse/scale (≈0.29 = pure rounding noise; well above means clipping 
 and SQNR in dB. Settings follow the artifact's metadata (per-channel or not).
 
 ONNX: onnxruntime.quantization.qdq_loss_debug runs the float model (as quantize_static saw it,
-after quant_pre_process, so tensor names match) and the QDQ model with every activation exposed.
-Per activation: SQNR of its own quantize/dequantize step (local) and SQNR against the float model
-at that point (accumulated), plus per-weight SQNR.
+after quant_pre_process) and the QDQ model with every activation exposed; tensors are paired by
+graph position. Per activation: local SQNR (the float value quantized with this tensor's scale
+and zero point: rounding + clipping this step adds alone) and SQNR against the float model at
+that point (accumulated); per weight: SQNR of the dequantized weight. The report also runs the
+artifact itself (fused integer kernels) against the float model.
 
-A layer is flagged when its local SQNR is below SUSPECT_SQNR_DB (or rmse/scale above
-SUSPECT_RMSE_SCALE); the report then names the exact setting that keeps it in float. When no
-layer is flagged, the report says so and still lists the worst ones.
+Flagged, with the exact setting that keeps it in float:
+    * a tensor whose local SQNR is below SUSPECT_SQNR_DB (TFLite: or rmse/scale above
+      SUSPECT_RMSE_SCALE): its range/rounding is the problem;
+    * ONNX: a weighted node across which the accumulated SQNR falls by SUSPECT_DROP_DB or more
+      (int8 weights x int8 inputs lose precision there even though each tensor rounds fine).
+When nothing is flagged the report says so and still lists the worst layers.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -311,7 +315,7 @@ def _add_drops(layers: list[dict], float_proto, pairs: dict[str, str]) -> None:
     graph_inputs = {i.name for i in float_proto.graph.input}
     sqnr = {pairs.get(l["tensor"], l["tensor"]): l["vs_float_sqnr_db"] for l in layers}
     for layer in layers:
-        here = sqnr_of = pairs.get(layer["tensor"], layer["tensor"])
+        here = pairs.get(layer["tensor"], layer["tensor"])
         inputs, compute, stack, seen = [], None, [here], set()
         while stack:  # walk up through unquantized tensors to the quantized (or graph) inputs
             node = producers.get(stack.pop())
@@ -321,7 +325,7 @@ def _add_drops(layers: list[dict], float_proto, pairs: dict[str, str]) -> None:
             if compute is None and node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
                 compute = node
             for name in node.input:
-                if name in sqnr and name != sqnr_of:
+                if name in sqnr and name != here:
                     inputs.append(math.inf if sqnr[name] is None else sqnr[name])
                 elif name in graph_inputs:
                     inputs.append(math.inf)
