@@ -289,9 +289,13 @@ def plot_pareto(results: dict, path: Path) -> None:
         if front:
             xs, ys = [pts[i][2] for i in front], [pts[i][3] for i in front]
             ax.plot(xs, ys, color="black", lw=1, ls="--", drawstyle="steps-post", zorder=2, label="Pareto front")
-            for k, i in enumerate(front):  # alternate above/below: front points are often close together
-                ax.annotate(f"{LABELS[pts[i][1]].replace(' (fastest batch-1 path)', '')} ({pts[i][0]})", (pts[i][2], pts[i][3]),
-                            fontsize=7, xytext=(6, 7 if k % 2 == 0 else -13), textcoords="offset points")
+            # Front points get numbers (short, rarely overlapping) explained in a caption under the axes.
+            caption = []
+            for k, i in enumerate(front, 1):
+                model, fmt, ms, acc = pts[i]
+                ax.annotate(str(k), (ms, acc), fontsize=8, fontweight="bold", xytext=(5, 4), textcoords="offset points")
+                caption.append(f"{k}: {model} {LABELS[fmt].replace(' (fastest batch-1 path)', '')} — {ms:.3g} ms, {acc:.2f}%")
+            ax.text(0, -0.14, "Pareto front:\n" + "\n".join(caption), transform=ax.transAxes, fontsize=7.5, va="top")
         ax.set_xscale("log")
         ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
         ax.set_ylabel("top-1 accuracy (%)")
