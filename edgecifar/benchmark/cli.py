@@ -31,7 +31,9 @@ DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "thre
 @click.option("--compare", "compare_path", metavar="OLD.json", type=click.Path(dir_okay=False), help="Print the change against an earlier results.json.")
 @click.option("--export", "do_export", is_flag=True, help="Run `edgecifar export` first for runs that have no export/ folder.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
-def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, compare_path, do_export, data_dir):
+@click.option("--note", help="A sentence printed at the top of report.md (e.g. what is special about these runs).")
+def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, compare_path, do_export, data_dir,
+                  note):
     """Measure accuracy, latency, throughput, size and memory of each RUN's Keras model and exported formats.
 
     \b
@@ -77,8 +79,9 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         export_run(run_dir, echo=click.echo)
 
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
-    command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir)
+    command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note)
     results = runner.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, click.echo, command)
+    results["user_note"] = note
     written = report.write_all(results, Path(out))
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
     if old is not None:
@@ -94,7 +97,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         click.echo(f"accuracy floor {floor}: all {len(results['rows'])} formats pass")
 
 
-def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir) -> str:
+def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir, note) -> str:
     """The exact command that regenerates this report, with every measurement setting spelled out."""
     args = ["edgecifar", "benchmark", *map(str, runs_), "--out", str(out)]
     if samples is not None:
@@ -105,4 +108,6 @@ def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_second
              "--batch", str(batch)]
     if data_dir:
         args += ["--data-dir", str(data_dir)]
+    if note:
+        args += ["--note", note]
     return shlex.join(args)

@@ -130,6 +130,7 @@ def to_markdown(results: dict) -> str:
         results["command"],
         "```",
         "",
+        *([f"**Note:** {results['user_note']}", ""] if results.get("user_note") else []),
         f"> **Absolute times are for this machine only** ({m['cpu']}, {m['cores']} cores, measured {results['created']}, "
         f"load average {la['start'][0]:.2f} at start / {la['end'][0]:.2f} at end — other jobs shared the CPU). "
         "Ratios (speed-ups, size ratios) carry over between machines far better than milliseconds; read them first.",
