@@ -16,7 +16,7 @@ from .runtime import BACKENDS
 
 
 @click.command("run")
-@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.argument("model_file", type=click.Path(dir_okay=False), required=False)
 @click.option("--source", "-s", "source_spec", default="0", show_default=True, metavar="SRC",
               help="Camera index (0), /dev/videoN, picamera2[:lores][:WxH], a video, an image, a folder or glob of "
                    "images, an rtsp:// or http:// URL, or a GStreamer pipeline ending in appsink.")
@@ -35,6 +35,8 @@ from .runtime import BACKENDS
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
 def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
     """Classify frames from SRC with MODEL_FILE (.tflite or .onnx from `edgecifar export`) and print the top-k.
+
+    Without MODEL_FILE, the default model bundled with edgecifar is used (an int8 TFLite, see `edgecifar run --help`).
 
     \b
     Examples:
@@ -61,6 +63,9 @@ def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines
         check_display()  # before loading anything: a refusal should be instant
     info = sys.stderr if json_lines else sys.stdout
 
+    if model_file is None:
+        model_file = default_model()
+        click.echo(f"no model given: using the bundled default model {model_file.name}", file=info)
     clf = Classifier(model_file, backend=backend, threads=threads)
     _check_metadata(clf)
     meta = clf.meta
@@ -83,6 +88,17 @@ def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines
         run(clf, source, opts)
     finally:
         source.close()
+
+
+DEFAULT_MODEL = "default_int8.tflite"
+
+
+def default_model() -> Path:
+    """The int8 TFLite shipped inside the package (with its sidecar), so `edgecifar run` works before any training."""
+    path = Path(__file__).resolve().parent.parent / "assets" / DEFAULT_MODEL
+    if not path.is_file():
+        raise UserError(f"the bundled default model is missing from {path.parent}; reinstall edgecifar or pass MODEL_FILE")
+    return path
 
 
 def _check_metadata(clf) -> None:
