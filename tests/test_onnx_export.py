@@ -196,7 +196,7 @@ def test_metadata_round_trips_through_the_device_reader(onnx_models):
     assert meta["onnx_opset"] == 17
     assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": True,
                                     "reduce_range": True, "calibration_method": "minmax",
-                                    "calibration_samples": N_CALIB, "float_nodes": []}
+                                    "calibration_samples": N_CALIB, "float_nodes": [], "float_logits": False}
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["per_channel"] is False
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["calibration_method"] == "entropy"
     assert meta_io.read(onnx_models["float32"])["quantization"] is None
@@ -316,3 +316,70 @@ def test_debug_needs_calibration_images(onnx_models, tmp_path):
 
     with pytest.raises(UserError, match="calibration images"):
         debug_onnx(onnx_models["float32"], onnx_models["int8"], np.zeros((0, 32, 32, 3), np.uint8), tmp_path)
+
+
+def test_int8_from_the_logits_source_outputs_logits_the_device_turns_into_probabilities(
+        tiny_run, calib_images, keras_probs, cifar, tmp_path):
+    """The exporter quantizes a softmax-less copy (edgecifar.export.logits); the ONNX output is then
+    named "logits", and Classifier applies the softmax from the metadata's output kind."""
+    import keras
+    import onnx
+
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.export.debug_quant import debug_onnx
+    from edgecifar.export.logits import logits_copy
+    from edgecifar.export.onnx_export import export_onnx
+
+    copy, how = logits_copy(keras.models.load_model(tiny_run / "model.keras", compile=False))
+    assert copy is not None, how
+    source = tmp_path / "logits.keras"
+    copy.save(source)
+    meta = {**_meta("onnx_int8"), "output": {"kind": "logits"}}
+    path = export_onnx(source, tmp_path / "m_int8.onnx", calib_images, quantize=True, metadata=meta, echo=lambda *_: None)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["logits"]
+    probs = Classifier(path).predict(cifar.test.images[:N_TEST])
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert float(np.mean(probs.argmax(1) == keras_probs.argmax(1))) >= MIN_INT8_AGREEMENT
+
+    _, js = debug_onnx(source, path, calib_images, tmp_path, echo=lambda *_: None)
+    report = json.loads(js.read_text())
+    assert report["unmatched_activations"] == []
+    assert report["model"]["artifact_top1_agreement_with_float"] >= MIN_INT8_AGREEMENT
+
+
+def _top1_ties(probs: np.ndarray) -> int:
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return int((top2[:, 0] == top2[:, 1]).sum())
+
+
+def test_float_logits_remove_the_top1_ties_of_a_quantized_output(tiny_run, calib_images, keras_probs, onnx_models, cifar,
+                                                                 tmp_path):
+    """What the exporter ships for onnx_int8: the softmax-less copy with its final layer in float. The
+    same model quantized to the end (onnx_models["int8"]: int8 logits, then an int8 softmax) puts
+    the two top classes of some images on one output step; float logits never do."""
+    import keras
+
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.export.logits import logits_copy
+    from edgecifar.export.onnx_export import export_onnx
+
+    copy, how = logits_copy(keras.models.load_model(tiny_run / "model.keras", compile=False))
+    assert copy is not None, how
+    source = tmp_path / "logits.keras"
+    copy.save(source)
+    meta = {**_meta("onnx_int8"), "output": {"kind": "logits"}}
+    path = export_onnx(source, tmp_path / "m_int8_float_logits.onnx", calib_images, quantize=True, float_logits=True,
+                       metadata=meta, echo=lambda *_: None)
+    assert meta_io.read(path)["quantization"]["float_logits"] is True
+    images = cifar.test.images[:N_TEST]
+    clf = Classifier(path)
+    assert clf.output_kind == "logits"
+    probs = clf.predict(images)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    quantized_to_the_end = Classifier(onnx_models["int8"]).predict(images)
+    ties, ties_before = _top1_ties(probs), _top1_ties(quantized_to_the_end)
+    assert ties_before > 0, "the comparison model shows no ties: this test no longer tells anything"
+    assert ties == 0, (ties, ties_before)
+    agree = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
+    agree_before = float(np.mean(quantized_to_the_end.argmax(1) == keras_probs.argmax(1)))
+    assert agree >= agree_before, (agree, agree_before)

@@ -166,10 +166,18 @@ def _artifact_agreement(path: Path, keras_model, images) -> dict:
         return {}
     from ..device.runtime import Classifier
 
-    probs = Classifier(path).predict(images)
-    ref = np.asarray(keras_model.predict(images.astype(np.float32), verbose=0))
+    clf = Classifier(path)
+    probs = clf.predict(images)
+    ref = _as_probs(np.asarray(keras_model.predict(images.astype(np.float32), verbose=0)), clf)
     return {"artifact_top1_agreement_with_keras": float(np.mean(probs.argmax(1) == ref.argmax(1))),
             "artifact_max_abs_prob_diff": float(np.max(np.abs(probs - ref)))}
+
+
+def _as_probs(outputs: np.ndarray, clf) -> np.ndarray:
+    """Source-model outputs as probabilities, the way the device turns the artifact's into them."""
+    from ..device.runtime import softmax
+
+    return softmax(outputs) if getattr(clf, "output_kind", "probabilities") == "logits" else outputs
 
 
 # --- ONNX ---------------------------------------------------------------------------------
@@ -197,17 +205,19 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     images = _images(calib, samples)
     meta = meta_io.read(int8_onnx_path)
     echo(f"    onnxruntime qdq_loss_debug on {len(images)} calibration images")
+    qdq_proto = onnx.load(str(int8_onnx_path))
+    qdq_output = qdq_proto.graph.output[0].name
     if float_source.suffix == ".keras":
         from ..runs import load_model
 
         with onnx_export._quiet_logs():
-            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("onnx_opset", 17)))
+            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("onnx_opset", 17)),
+                                                    qdq_output)
     elif float_source.suffix == ".onnx":
         float_proto = onnx.load(str(float_source))
     else:
         raise UserError(f"{float_source}: pass the float32 .onnx or the source .keras model")
     float_proto = onnx_export.preprocessed_float(float_proto)
-    qdq_proto = onnx.load(str(int8_onnx_path))
 
     with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
         tmp = Path(tmp)
@@ -252,8 +262,8 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     layers.sort(key=lambda l: order.get(l["tensor"], -1))
     weight_rows = _onnx_weight_errors(float_proto, qdq_proto, pairs)
     model = {}
-    float_out = float_acts.get(onnx_export.OUTPUT_NAME)
-    qdq_out = qdq_acts.get(onnx_export.OUTPUT_NAME)
+    float_out = float_acts.get(float_proto.graph.output[0].name)
+    qdq_out = qdq_acts.get(qdq_output)
     if float_out and qdq_out:
         # The instrumented models save every tensor flattened: one row per image again.
         f = np.concatenate(float_out).reshape(len(images), -1)
@@ -265,9 +275,11 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
         # the device runs it uses fused integer kernels, which must tell the same story.
         from ..device.runtime import Classifier
 
-        probs = Classifier(int8_onnx_path).predict(images)
-        model.update(artifact_top1_agreement_with_float=float(np.mean(probs.argmax(1) == f.argmax(-1))),
-                     artifact_max_abs_output_diff=float(np.max(np.abs(probs - f))))
+        clf = Classifier(int8_onnx_path)
+        probs = clf.predict(images)
+        float_probs = _as_probs(f, clf)
+        model.update(artifact_top1_agreement_with_float=float(np.mean(probs.argmax(1) == float_probs.argmax(1))),
+                     artifact_max_abs_prob_diff=float(np.max(np.abs(probs - float_probs))))
     result = {
         "artifact": str(int8_onnx_path),
         "tool": "onnxruntime.quantization.qdq_loss_debug (float model after quant_pre_process vs QDQ model)",
