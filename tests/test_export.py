@@ -158,6 +158,7 @@ def test_metadata_round_trips(full_export):
             assert meta["calibration"] == report["calibration"]
         else:
             assert meta["calibration"] is None
+        assert meta["output"]["kind"] == ("logits" if fmt.endswith("int8") else "probabilities")
         if fmt.startswith("tflite_"):
             interp = interpreter(path)
             for side, detail in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
@@ -167,6 +168,30 @@ def test_metadata_round_trips(full_export):
                     assert (q["scale"], q["zero_point"]) == pytest.approx(detail["quantization"])
                 else:
                     assert q is None and detail["dtype"] == np.float32
+
+
+def test_int8_artifacts_output_logits_and_the_classifier_returns_probabilities(full_export, cifar, tmp_path):
+    """int8 artifacts end at the final Dense (no quantized softmax); Classifier applies the softmax in float."""
+    from edgecifar.device import metadata
+    from edgecifar.device.runtime import Classifier
+
+    run, _, _ = full_export
+    ops = [op["op_name"] for op in interpreter(run / "export" / NAMES["tflite_int8"])._get_ops_details()]
+    assert ops[-1] != "SOFTMAX" and "SOFTMAX" not in ops, ops
+    assert metadata.read(run / "export" / NAMES["onnx_int8"])["quantization"]["float_logits"] is True
+    images = cifar.test.images[:200]
+    for fmt in ("tflite_int8", "onnx_int8"):
+        clf = Classifier(run / "export" / NAMES[fmt])
+        assert clf.output_kind == "logits"
+        logits = clf.infer(clf.quantize_input(images)).astype(np.float32)
+        probs = clf.predict(images)
+        assert probs.dtype == np.float32 and probs.min() >= 0
+        np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+        assert np.array_equal(probs.argmax(1), logits.argmax(1))  # softmax keeps the order of the raw output
+    assert Classifier(run / "export" / NAMES["tflite_float32"]).output_kind == "probabilities"
+    bare = tmp_path / "bare.tflite"  # no sidecar: the documented fallback is probabilities
+    shutil.copy2(run / "export" / NAMES["tflite_int8"], bare)
+    assert Classifier(bare).output_kind == "probabilities"
 
 
 # --- bad input: one line, exit 2, nothing left behind --------------------------------------
@@ -286,39 +311,53 @@ def test_calibration_set_is_stratified_reproducible_and_described():
             validate_count(n, 300)
 
 
-# --- logit centring (in process, tiny Keras models) ----------------------------------------
+# --- logits for int8 (in process, tiny Keras models) ---------------------------------------
 
 
-@pytest.mark.parametrize("softmax_in_dense", [False, True])
-def test_centred_logits_keep_predictions_and_remove_the_common_offset(softmax_in_dense):
+def _softmax_model(style: str):
+    """The zoo's three head styles on a 6-feature input, with every logit far below zero (as training leaves them)."""
     import keras
-
-    from edgecifar.export.logits import centred_copy
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))
-    if softmax_in_dense:
+    if style == "activation":
+        outputs = keras.layers.Activation("softmax", name="probs")(keras.layers.Dense(10, name="head")(inputs))
+    elif style == "dense":
         outputs = keras.layers.Dense(10, activation="softmax", name="head")(inputs)
-    else:
-        outputs = keras.layers.Activation("softmax")(keras.layers.Dense(10, name="head")(inputs))
+    else:  # transfer: the head is a nested Model ending in Dense softmax
+        feats = keras.Input((4,))
+        head = keras.Model(feats, keras.layers.Dense(10, activation="softmax", name="probs")(feats), name="head")
+        outputs = head(keras.layers.Dense(4, activation="relu", name="features")(inputs))
     model = keras.Model(inputs, outputs)
-    w, b = model.get_layer("head").get_weights()
-    model.get_layer("head").set_weights([w - 3.0, b - 40.0])  # every logit far below zero, as training leaves them
+    dense = model.get_layer("head") if style != "nested" else model.get_layer("head").get_layer("probs")
+    w, b = dense.get_weights()
+    dense.set_weights([w - 3.0, b - 40.0])
+    return model, dense
+
+
+@pytest.mark.parametrize("style", ["activation", "dense", "nested"])
+def test_logits_copy_outputs_centred_logits_of_the_same_probabilities(style):
+    from edgecifar.device.runtime import softmax
+    from edgecifar.export.logits import logits_copy
+
+    model, dense = _softmax_model(style)
+    bias_before = dense.get_weights()[1].copy()
     x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
-    copy, how = centred_copy(model)
-    assert copy is not None and "head" in how
-    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    cw, cb = copy.get_layer("head").get_weights()
-    logits = x @ cw + cb
-    np.testing.assert_allclose(logits.mean(axis=1), 0, atol=1e-4)
-    assert np.array_equal(model.get_layer("head").get_weights()[1], b - 40.0)  # the original is untouched
+    copy, how = logits_copy(model)
+    assert copy is not None and "softmax removed" in how and "head" in how
+    logits = copy.predict(x, verbose=0)
+    assert logits.shape == (64, 10)
+    assert (logits < 0).any() and (logits > 0).any()  # not probabilities: the softmax is gone
+    np.testing.assert_allclose(logits.mean(axis=1), 0, atol=1e-4)  # centred: no common offset for int8 to cover
+    np.testing.assert_allclose(softmax(logits), model.predict(x, verbose=0), atol=1e-5)
+    assert np.array_equal(dense.get_weights()[1], bias_before)  # the original is untouched
 
 
-def test_centring_is_skipped_for_models_without_a_softmax_head():
+def test_logits_are_skipped_for_models_without_a_softmax_head():
     import keras
 
-    from edgecifar.export.logits import centred_copy
+    from edgecifar.export.logits import logits_copy
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid")])
-    copy, how = centred_copy(model)
+    copy, how = logits_copy(model)
     assert copy is None and how.startswith("not applied")

@@ -20,7 +20,10 @@ Schema ``edgecifar.artifact/1``::
         "dtype": "uint8",                   # tensor dtype: float32 | uint8 | int8
         "quantization": {"scale": 1.0, "zero_point": 0} | null
       },
-      "output": {"kind": "probabilities", "dtype": "uint8", "quantization": {...} | null},
+      "output": {"kind": "logits", "dtype": "uint8", "quantization": {...} | null},
+                                            # kind "probabilities": softmax inside the model (float formats);
+                                            # "logits": int8 formats, the runtime applies the softmax in float.
+                                            # Absent: "probabilities".
       "source_model": {"sha256": "...", "run": "...", "keras_test_accuracy": 0.65},
       "calibration": {...} | null,
       "tool": {"edgecifar": "0.1.0", ...}
@@ -36,6 +39,7 @@ from ..errors import UserError
 
 SCHEMA = "edgecifar.artifact/1"
 ONNX_KEY = "edgecifar"
+OUTPUT_KINDS = ("probabilities", "logits")
 FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx_float32", "onnx_int8")
 
 
@@ -83,6 +87,15 @@ def from_onnx_session(sess, path) -> dict:
         raise UserError(f"{path}: corrupt edgecifar metadata ({e}); re-export it") from None
 
 
+def output_kind(meta: dict, where) -> str:
+    """What the model outputs. No metadata (a bare .tflite/.onnx): "probabilities", the zoo's contract."""
+    kind = (meta.get("output") or {}).get("kind", "probabilities")
+    if kind not in OUTPUT_KINDS:
+        raise UserError(f"{where}: output kind {kind!r} in the metadata is not one of {', '.join(OUTPUT_KINDS)}; "
+                        "re-export the model with this edgecifar")
+    return kind
+
+
 def _checked(meta: dict, where) -> dict:
     if meta.get("schema") != SCHEMA:
         raise UserError(f"{where}: metadata schema {meta.get('schema')!r}, expected {SCHEMA!r}; re-export with this edgecifar")
@@ -94,10 +107,12 @@ def _checked(meta: dict, where) -> dict:
 
 def build(*, model: str, fmt: str, class_names: list[str], input_shape, preprocessing: dict, input_dtype: str,
           input_quant, output_dtype: str, output_quant, source_model: dict, calibration: dict | None,
-          tool: dict, conversion: dict | None = None) -> dict:
+          tool: dict, conversion: dict | None = None, output_kind: str = "probabilities") -> dict:
     """A schema-conformant metadata dict. Quantization pairs are (scale, zero_point) or None."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
+    if output_kind not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output kind {output_kind!r}")
     height, width, channels = (int(d) for d in input_shape)
 
     def quant(q):
@@ -119,7 +134,7 @@ def build(*, model: str, fmt: str, class_names: list[str], input_shape, preproce
             "dtype": input_dtype,
             "quantization": quant(input_quant),
         },
-        "output": {"kind": "probabilities", "dtype": output_dtype, "quantization": quant(output_quant)},
+        "output": {"kind": output_kind, "dtype": output_dtype, "quantization": quant(output_quant)},
         "source_model": dict(source_model),
         "calibration": calibration,
         "tool": dict(tool),

@@ -7,7 +7,7 @@ check and the benchmark alike (so what we measure is what runs on the Pi).
 Stages are separate methods so callers can time them:
     x = clf.quantize_input(rgb_uint8_batch)   # model's input dtype (float32 / uint8 / int8)
     raw = clf.infer(x)                        # runtime call
-    probs = clf.dequantize_output(raw)        # float32 probabilities
+    probs = clf.dequantize_output(raw)        # float32 probabilities (softmax of int8 artifacts' logits)
 ``predict(rgb_uint8_batch)`` chains the three.
 
 Input and output quantization are read from the model itself; the metadata's copy is
@@ -83,6 +83,7 @@ class Classifier:
         else:
             self._open_onnx(threads)  # reads the metadata from its own session: one load, not two
         self.class_names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
+        self.output_kind = meta_io.output_kind(self.meta, self.path)
 
     # --- opening ------------------------------------------------------------------------
 
@@ -166,10 +167,17 @@ class Classifier:
         return self._interp.get_tensor(self._out_index).copy()
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        if self.output_quant is None:
-            return raw.astype(np.float32)
-        scale, zero = self.output_quant
-        return (raw.astype(np.float32) - zero) * scale
+        """The runtime's output → float32 probabilities.
+
+        int8 artifacts output logits (metadata output kind "logits"): a quantized softmax would tie
+        classes on its coarse 1/256 grid, so the softmax is applied here, in float. Without metadata
+        the output is taken to be probabilities, the contract of every artifact written before logits.
+        """
+        out = raw.astype(np.float32)
+        if self.output_quant is not None:
+            scale, zero = self.output_quant
+            out = (out - zero) * scale
+        return softmax(out) if self.output_kind == "logits" else out
 
     def predict(self, rgb: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities for a batch of uint8 RGB images at the model's input size."""
@@ -202,6 +210,13 @@ def _quant(detail: dict):
     if not scale:
         return None
     return float(scale), int(zero)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, float32; subtracting the row maximum keeps exp() from overflowing."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def default_threads() -> int:

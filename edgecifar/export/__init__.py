@@ -102,12 +102,12 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
     versions = runs.library_versions()
     preprocessing = manifest.get("preprocessing") or {}
 
-    def metadata(fmt, io, conversion):
+    def metadata(fmt, io, conversion, output_kind="probabilities"):
         return meta_io.build(model=model_name, fmt=fmt, class_names=class_names, input_shape=input_shape,
                              preprocessing=preprocessing, input_dtype=io["input_dtype"], input_quant=io["input_quant"],
                              output_dtype=io["output_dtype"], output_quant=io["output_quant"], source_model=source_model,
                              calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
-                             tool=versions, conversion=conversion)
+                             tool=versions, conversion=conversion, output_kind=output_kind)
 
     # 4. Convert, write, check — format by format.
     artifacts = []
@@ -193,15 +193,15 @@ def _tflite(fmt, path, sources, calib, io_dtype, per_channel, metadata) -> dict:
     from . import tflite_export
 
     kind = fmt.split("_", 1)[1]
-    centred = kind == "int8"
-    model_bytes = tflite_export.convert(sources.saved_model(centred), kind, calib, io_dtype, per_channel)
+    logits = kind == "int8"
+    model_bytes = tflite_export.convert(sources.saved_model(logits), kind, calib, io_dtype, per_channel)
     if kind == "int8" and (left := tflite_export.float_leftovers(model_bytes)):
         raise RuntimeError(f"the int8 model is not integer end to end: {', '.join(left[:3])}")
     io = tflite_export.io_details(model_bytes)
     conversion = tflite_export.settings(kind, io_dtype, per_channel)
-    if centred:
-        conversion["logits"] = sources.centring
-    meta = metadata(fmt, io, conversion)
+    if logits:
+        conversion["logits"] = sources.logits_how
+    meta = metadata(fmt, io, conversion, sources.output_kind(logits))
     tflite_export.write(model_bytes, path)
     meta_io.write_sidecar(path, meta)
     return conversion
@@ -216,13 +216,14 @@ def _onnx(fmt, path, sources, calib, opset, per_channel, calib_method, metadata,
     if quantize:
         conversion.update(quantizer="onnxruntime.quantization.quantize_static, QDQ int8", per_channel=bool(per_channel),
                           calib_method=calib_method, io="float32 (quantization inside the graph)")
-        source = sources.keras_path(centred=True)
-        conversion["logits"] = sources.centring
+        source = sources.keras_path(logits=True)
+        conversion["logits"] = sources.logits_how
     else:
         source = sources.model_path
     images = calib.images if (quantize and calib is not None) else None
-    export_onnx(source, path, images, quantize=quantize, opset=opset, per_channel=per_channel,
-                calib_method=calib_method, metadata=metadata(fmt, io, conversion), echo=echo)
+    output_kind = sources.output_kind(quantize)
+    export_onnx(source, path, images, quantize=quantize, opset=opset, per_channel=per_channel, calib_method=calib_method,
+                float_logits=output_kind == "logits", metadata=metadata(fmt, io, conversion, output_kind), echo=echo)
     if not path.is_file():
         raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
     if quantize:  # the exporter records its exact quantizer settings in the file: report those
@@ -241,7 +242,7 @@ def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
         echo(f"quantization debug: {fmt}")
         fn = debug_quant.debug_tflite if fmt == "tflite_int8" else debug_quant.debug_onnx
         try:
-            result = fn(sources.keras_path(centred=True), written[fmt], calib, out, echo=echo)
+            result = fn(sources.keras_path(logits=True), written[fmt], calib, out, echo=echo)
         except Exception as e:
             echo(f"    debug of {fmt} failed: {_reason(e)}")
             continue
@@ -254,43 +255,47 @@ def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
 class _Sources:
     """What the converters read, prepared once and only when a format needs it.
 
-    TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy with
-    centred logits (edgecifar.export.logits), float formats the model as trained.
+    TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy that
+    outputs centred logits (edgecifar.export.logits), float formats the model as trained.
     """
 
     def __init__(self, keras_model, model_path: Path, tmp: Path, echo):
         self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
         self._cache = {}
-        self.centring = None
+        self.logits_how = None
 
-    def _model(self, centred: bool):
-        if not centred:
+    def _model(self, logits: bool):
+        if not logits:
             return self.keras_model
-        if "centred" not in self._cache:
-            from .logits import centred_copy
+        if "logits" not in self._cache:
+            from .logits import logits_copy
 
-            copy, self.centring = centred_copy(self.keras_model)
-            self.echo(f"    logits: {self.centring}")
-            self._cache["centred"] = copy if copy is not None else self.keras_model
-        return self._cache["centred"]
+            copy, self.logits_how = logits_copy(self.keras_model)
+            self.echo(f"    logits: {self.logits_how}")
+            self._cache["logits"] = copy if copy is not None else self.keras_model
+        return self._cache["logits"]
 
-    def saved_model(self, centred: bool = False) -> Path:
-        key = ("saved", centred)
+    def output_kind(self, logits: bool) -> str:
+        """The metadata's output kind of an artifact converted from _model(logits)."""
+        return "logits" if self._model(logits) is not self.keras_model else "probabilities"
+
+    def saved_model(self, logits: bool = False) -> Path:
+        key = ("saved", logits)
         if key not in self._cache:
             from . import tflite_export
 
             self.echo("    preparing a SavedModel for the TFLite converter")
-            self._cache[key] = tflite_export.saved_model(self._model(centred), self.tmp / ("centred" if centred else "float"))
+            self._cache[key] = tflite_export.saved_model(self._model(logits), self.tmp / ("logits" if logits else "float"))
         return self._cache[key]
 
-    def keras_path(self, centred: bool = False) -> Path:
-        model = self._model(centred)
+    def keras_path(self, logits: bool = False) -> Path:
+        model = self._model(logits)
         if model is self.keras_model:
             return self.model_path
         if "keras" not in self._cache:
             from ..runs import save_model
 
-            self._cache["keras"] = self.tmp / "centred.keras"
+            self._cache["keras"] = self.tmp / "logits.keras"
             save_model(model, self._cache["keras"])
         return self._cache["keras"]
 

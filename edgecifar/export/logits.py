@@ -1,52 +1,111 @@
-"""Centre the logits before int8 quantization: an exact rewrite that buys output resolution.
+"""The int8 artifacts' source model: the trained model with its final softmax removed and its logits centred.
 
-softmax(z) == softmax(z - c) for any per-image constant c. With c = the mean of z over classes,
-the shift is linear in the penultimate features, so it folds into the final Dense layer:
+Why logits. A quantized softmax output is coarse: TFLite fixes its int8 scale at 1/256, so on
+the trained seed002_m1 model 11.7 % of the test images had two classes tied on top (argmax then
+picks the lower class index; agreement with Keras was 93.4 %) and per-frame labels flickered.
+The int8 logits keep their calibrated range instead, and the device applies the softmax in
+float (edgecifar.device.runtime.Classifier, driven by the metadata's output kind "logits").
+
+Why centred. softmax(z) == softmax(z - c) for any per-image constant c. With c = the mean of z
+over classes, the shift is linear in the penultimate features, so it folds into the final Dense:
 
     W' = W - mean_k W[:, k]        b' = b - mean_k b[k]
 
 Training never pins that common offset down (the loss cannot see it), and int8 must cover it
 anyway: the full-recipe seed002_m1 model has every logit negative on its calibration images
-(-137 .. -1.6, per-image maximum anywhere from -88 to -1.6), so one int8 step of the logits is
-0.54 and a fifth of the test images end with two classes tied on top. Centred, the range is
--23 .. 47 and the ties (and the int8 accuracy loss) mostly go. Float predictions are unchanged
-(max |delta p| ~5e-6, identical top-1 on the full test set).
+(-137 .. -1.6), so one int8 step would be 0.54. Centred, the range is -23 .. 47 and symmetric-ish.
+Probabilities computed from the centred logits equal the model's (max |delta p| ~5e-6).
 
-Only the in-memory copy used for int8 conversion is changed; model.keras is never touched.
+Zoo heads handled: ``Dense(10) → Activation("softmax")`` (or a Softmax layer),
+``Dense(10, activation="softmax")``, and transfer models whose last layer is a nested head Model
+ending in either. Only in-memory copies change; model.keras is never touched.
 """
 
 from __future__ import annotations
 
 
-def centred_copy(model):
-    """(copy of `model` with centred logits, description) or (None, reason) when it does not apply."""
+def logits_copy(model):
+    """(copy of `model` that outputs centred logits, description) or (None, reason) when it does not apply."""
     import keras
 
-    dense, how = _final_dense(model)
-    if dense is None:
-        return None, how
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    target = copy.get_layer(dense.name)
-    weights = target.get_weights()
-    kernel = weights[0] - weights[0].mean(axis=-1, keepdims=True)
-    rest = [weights[1] - weights[1].mean()] if len(weights) > 1 else []
-    target.set_weights([kernel, *rest])
-    return copy, f"final Dense '{dense.name}' ({how}): kernel and bias minus their mean over classes (exact, softmax is shift-invariant)"
+    found = _softmax_head(model)
+    if isinstance(found, str):
+        return None, found
+    copy, dense_path, how = _without_softmax(model, found)
+    copy.set_weights(model.get_weights())  # the softmax carries no weights: same list, same order
+    _centre(_nested_layer(copy, dense_path))
+    return copy, (f"softmax removed, output = logits of final Dense '{'/'.join(dense_path)}' ({how}); kernel and bias "
+                  f"minus their mean over classes (exact: softmax is shift-invariant); the runtime applies the softmax in float")
 
 
-def _final_dense(model):
-    """The Dense layer whose output is the softmax's input, or (None, why not)."""
+# --- finding and removing the softmax ------------------------------------------------------
+
+
+def _softmax_head(model):
+    """{"dense_path", "how", "style"} for the Dense feeding the final softmax, or a reason string."""
     import keras
 
-    layers = model.layers
+    layers = getattr(model, "layers", [])
     last = layers[-1] if layers else None
     if isinstance(last, keras.layers.Dense) and last.get_config().get("activation") == "softmax":
-        return last, "Dense with softmax activation"
-    softmax_layer = isinstance(last, keras.layers.Softmax) or (
+        return {"dense_path": [last.name], "how": "Dense with softmax activation", "style": "dense"}
+    is_softmax = isinstance(last, keras.layers.Softmax) or (
         isinstance(last, keras.layers.Activation) and last.get_config().get("activation") == "softmax")
-    if softmax_layer and len(layers) > 1:
+    if is_softmax and len(layers) > 1:
         prev = layers[-2]
         if isinstance(prev, keras.layers.Dense) and prev.get_config().get("activation") == "linear" and last.input is prev.output:
-            return prev, "Dense followed by a softmax layer"
-    return None, "not applied: the model does not end in Dense → softmax"
+            return {"dense_path": [prev.name], "how": "Dense followed by a softmax layer", "style": "layer", "softmax": last.name}
+    if isinstance(last, keras.Model) and _produces_the_output(model, last):
+        inner = _softmax_head(last)
+        if isinstance(inner, dict):
+            return {"dense_path": [last.name, *inner["dense_path"]], "how": f"{inner['how']}, in nested model '{last.name}'",
+                    "style": "nested", "inner": inner}
+    return "not applied: the model does not end in Dense → softmax"
+
+
+def _produces_the_output(model, layer) -> bool:
+    """Whether `layer` computes the model's only output (a nested model's own .output is its inner tensor)."""
+    outputs = getattr(model, "outputs", None) or []
+    history = getattr(outputs[0], "_keras_history", None) if len(outputs) == 1 else None
+    return history is not None and history[0] is layer
+
+
+def _without_softmax(model, found):
+    """A fresh copy of `model` (new layers, weights not yet set) whose output is the final Dense's linear output."""
+    import keras
+
+    last = model.layers[-1]
+    if found["style"] == "layer":
+        clone = keras.models.clone_model(model)
+        out = clone.get_layer(found["dense_path"][0]).output
+        return keras.Model(clone.inputs, out, name=model.name), found["dense_path"], found["how"]
+    if found["style"] == "dense":
+        replacement = _linear_dense(last)
+    else:  # nested head model: rebuild it without its softmax, then put it in place of the original
+        replacement, _, _ = _without_softmax(last, found["inner"])
+
+    def clone_layer(layer):
+        return replacement if layer is last else layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    return clone, found["dense_path"], found["how"]
+
+
+def _linear_dense(dense):
+    import keras
+
+    return keras.layers.Dense.from_config({**dense.get_config(), "activation": "linear"})
+
+
+def _nested_layer(model, path):
+    layer = model
+    for name in path:
+        layer = layer.get_layer(name)
+    return layer
+
+
+def _centre(dense) -> None:
+    weights = dense.get_weights()
+    kernel = weights[0] - weights[0].mean(axis=-1, keepdims=True)
+    rest = [weights[1] - weights[1].mean()] if len(weights) > 1 else []
+    dense.set_weights([kernel, *rest])
