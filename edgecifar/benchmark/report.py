@@ -322,7 +322,7 @@ def plot_size(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.4))
     labels, sizes, colors = [], [], []
     for r in rows:
-        labels.append(f"{r['model']}  {LABELS[r['format']].replace(' (fastest batch-1 path)', ' (model.keras)')}")
+        labels.append(f"{r['model']}  {LABELS[r['format']].replace(' (fastest batch-1 path)', ' (model.keras, optimizer incl.)')}")
         sizes.append(r["size_bytes"] / 2**20)
         colors.append(_COLORS[r["format"]])
     y = list(range(len(rows)))[::-1]
