@@ -15,7 +15,7 @@ DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "thre
 
 
 @click.command("benchmark")
-@click.argument("runs_", metavar="RUN [RUN ...]", nargs=-1, required=True, type=click.Path())
+@click.argument("runs_", metavar="[RUN ...]", nargs=-1, type=click.Path())
 @click.option("--out", "out", type=click.Path(file_okay=False), default="benchmark", show_default=True,
               help="Folder for report.md, results.csv, results.json, pareto.png, size.png.")
 @click.option("--samples", type=int, metavar="N", help="Evaluate on a stratified subset of N test images (default: all 10,000).")
@@ -35,6 +35,8 @@ DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "thre
 def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, compare_path, do_export, data_dir,
                   note):
     """Measure accuracy, latency, throughput, size and memory of each RUN's Keras model and exported formats.
+
+    Without RUN, the latest finished run is measured.
 
     \b
     Each format runs in its real runtime (LiteRT, onnxruntime, TensorFlow for Keras) through the
@@ -62,6 +64,9 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     thread_list = runner.parse_threads(threads)
     old = report.load(compare_path) if compare_path else None
 
+    if not runs_:
+        runs_ = (str(runs.latest_run()),)  # like `edgecifar export`: right after train + export, no argument needed
+        click.echo(f"no RUN given: benchmarking the latest run {runs_[0]}")
     run_dirs = []
     for r in runs_:
         path = runs.resolve_run(r)
