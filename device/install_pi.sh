@@ -112,8 +112,14 @@ if [[ -n "$SERVICE_MODEL" ]]; then
     printf 'EDGECIFAR_MODEL=%s\nEDGECIFAR_SOURCE=%s\nEDGECIFAR_ARGS=%s\n' "$SERVICE_MODEL" "$SERVICE_SOURCE" "$SERVICE_ARGS" \
         | sudo tee /etc/default/edgecifar >/dev/null
     sudo usermod -aG video "$USER_NAME"
-    sudo systemctl daemon-reload
-    sudo systemctl enable --now edgecifar.service
+    if [[ -d /run/systemd/system ]]; then
+        sudo systemctl daemon-reload
+        sudo systemctl enable --now edgecifar.service
+    else
+        # chroot or SD-image build: no running systemd, so enable only; it starts at boot.
+        sudo systemctl enable edgecifar.service
+        echo "  systemd not running (chroot/image build): enabled, starts at boot"
+    fi
     echo "  installed; follow it with: journalctl -u edgecifar -f"
 fi
 
