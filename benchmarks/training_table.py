@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/training.md"))
+    ap.add_argument("--title", default="Seed reproduction on CIFAR-10")
     args = ap.parse_args(argv)
     runs = [r for r in args.runs if (r / "manifest.json").is_file()]
     if not runs:
@@ -68,9 +69,9 @@ def main(argv=None) -> int:
         for name in ("manifest.json", "history.csv", "curves.png", "evaluation.json", "confusion.png"):
             if (run / name).is_file():
                 shutil.copy2(run / name, dest / name)
-    command = "python benchmarks/training_table.py " + " ".join(shlex.quote(str(r)) for r in args.runs) + f" --out {args.out}"
+    command = "python benchmarks/training_table.py " + " ".join(shlex.quote(str(r)) for r in args.runs) + f" --out {args.out}" + (f" --title {shlex.quote(args.title)}" if args.title != ap.get_default("title") else "")
     lines = [
-        "# Seed reproduction on CIFAR-10",
+        f"# {args.title}",
         "",
         f"Regenerate: `{command}`",
         "",
