@@ -81,7 +81,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         from ..export import export_run
 
         click.echo(f"exporting {run_dir} (no export/ yet) ...")
-        export_run(run_dir, echo=click.echo)
+        export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=click.echo)
 
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
     command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note)
