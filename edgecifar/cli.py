@@ -146,6 +146,15 @@ def main(argv=None):
     except UserError as e:
         click.echo(f"edgecifar: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        if not e.name or e.name.split(".")[0] == "edgecifar":
+            raise
+        # An optional dependency of this command is missing: name the extra that brings it.
+        device_side = e.name.split(".")[0] in ("cv2", "onnxruntime", "ai_edge_litert", "tflite_runtime")
+        extra = "device" if device_side else "train"
+        click.echo(f"edgecifar: error: this command needs {e.name.split('.')[0]}, which is not installed; "
+                   f"pip install 'edgecifar[{extra}]'", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("edgecifar: interrupted", err=True)
         sys.exit(130)

@@ -47,3 +47,16 @@ def test_run_without_model_on_a_folder_without_tensorflow(cifar, tmp_path):
     assert [r["file"] for r in lines] == [f"{i:03d}.png" for i in range(30)]
     expected = Classifier(default_model()).predict(cifar.test.images[:30]).argmax(1)
     assert [r["top"][0]["index"] for r in lines] == expected.tolist()
+
+
+def test_training_commands_on_a_device_install_say_which_extra_is_missing():
+    """On a Pi with only edgecifar[device], `edgecifar train` explains itself in one line instead of a traceback."""
+    res = _python("""
+        import sys
+        from edgecifar.cli import main
+        sys.argv = ["edgecifar", "models"]
+        main()
+    """)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "edgecifar: error: this command needs keras, which is not installed; pip install 'edgecifar[train]'"]
