@@ -146,7 +146,7 @@ def main(argv=None):
     except UserError as e:
         click.echo(f"edgecifar: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except ModuleNotFoundError as e:
+    except ImportError as e:  # ModuleNotFoundError, or a module present but unusable
         if not e.name or e.name.split(".")[0] == "edgecifar":
             raise
         # An optional dependency of this command is missing: name the extra that brings it.
