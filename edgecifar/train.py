@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
-import os
 import time
 from pathlib import Path
 

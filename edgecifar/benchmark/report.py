@@ -213,7 +213,7 @@ def to_markdown(results: dict) -> str:
         f"- Latency (batch 1): {s['warmup']} warm-up runs, then at least {s['min_runs']} runs and {s['min_seconds']} s "
         f"(cap 60 s), cycling over {s['timing_images']} real test images; p50 / p90 / p99 of the per-call wall time. "
         f"FPS = 1000 / p50. Throughput: batch {s['batch']} where the format accepts it, images/s at p50.",
-        f"- Keras: each batch-1 path is tried briefly and the fastest is measured in full (named above); "
+        "- Keras: each batch-1 path is tried briefly and the fastest is measured in full (named above); "
         "`model.predict` is measured too, as tutorials call it. Keras accuracy uses `predict_on_batch` at batch 256, as training did.",
         f"- Top-1 on {s['samples']:,} test images" + (" (stratified subset)" if s["samples"] < 10000 else " (the full test set)")
         + f", evaluated in the {tn}-thread process. Agreement = share of images where the format's top-1 class equals Keras's.",

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 def logits_copy(model):
     """(copy of `model` that outputs centred logits, description) or (None, reason) when it does not apply."""
-    import keras
-
     found = _softmax_head(model)
     if isinstance(found, str):
         return None, found
