@@ -1,13 +1,19 @@
 """Compare dumps of dump_outputs.py between x86-64 (reference) and emulated arm64.
 
-Rules: preprocessed input tensors must be identical; integer output tensors identical
-(or within --int-lsb quantization steps, default 0);
-float output tensors within --tol: |arm64 - x86| <= tol * (1 + |x86|), default tol 1e-5
-(numpy.isclose with rtol = atol = tol). Same rules for
-the `edgecifar run --json` results when both sides have them (labels identical, confidences
-within --tol). Prints one line per artifact and PASS or FAIL; exit code 0 only on PASS.
+Rules. Preprocessed input tensors must be identical everywhere. Then, per kernel set:
+  exact  (ONNX, and TFLite with `--kernels reference`, the portable reference kernels): integer
+         outputs identical (or within --int-lsb steps, default 0); float outputs within --tol:
+         |arm64 - x86| <= tol * (1 + |x86|), default 1e-5 (numpy.isclose with rtol = atol = tol).
+  fast   (TFLite xnnpack, the default, and builtin: SIMD kernels written separately for NEON and
+         AVX): integer outputs within --fast-int-lsb steps (default 1: their fixed-point rounding
+         differs by architecture); float outputs within --tol, except dynamic-range artifacts, whose
+         activations these kernels quantize at run time with architecture-specific rounding:
+         there top-1 must be identical and the float difference is reported.
+The `edgecifar run --json` results (default kernels) must give identical top-k classes, with
+confidences equal up to a printed last-digit rounding step. Prints one line per artifact and
+PASS or FAIL; exit code 0 only on PASS.
 
-    python compare.py REF_DIR TEST_DIR [--label cortex-a72] [--tol 1e-5] [--int-lsb 0]
+    python compare.py REF_DIR TEST_DIR [--label cortex-a72] [--tol 1e-5] [--int-lsb 0] [--fast-int-lsb 1]
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 
-def compare_dump(ref: Path, test: Path, tol: float, int_lsb: int = 0) -> tuple[bool, str]:
+EXACT_KERNELS = (None, "reference")  # None: ONNX (onnxruntime's integer kernels are bit-exact across CPUs)
+
+
+def compare_dump(ref: Path, test: Path, tol: float, int_lsb: int = 0, float_top1_only: bool = False) -> tuple[bool, str]:
     a, b = np.load(ref), np.load(test)
     if list(a["names"]) != list(b["names"]):
         return False, "different image lists"
@@ -46,9 +55,11 @@ def compare_dump(ref: Path, test: Path, tol: float, int_lsb: int = 0) -> tuple[b
         diff = np.abs(a64 - b64)
         bound = tol + tol * np.abs(a64)
         err, worst = float(diff.max()), float((diff / bound).max())
-        ok = worst <= 1.0
+        ok = worst <= 1.0 or (float_top1_only and top == n)
         what = (f"{ra.dtype} outputs: max |diff| {err:.2e}, {worst:.2f} of the allowed "
                 f"{tol:.0e}*(1+|x|) ({int((diff > bound).sum())} values over)")
+        if float_top1_only and worst > 1.0:
+            what += "; dynamic-range on fast kernels: top-1 must match"
     return ok, f"{what}; inputs identical; top-1 same on {top}/{n}"
 
 
@@ -93,7 +104,9 @@ def main() -> int:
     ap.add_argument("--label", default="arm64")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--int-lsb", type=int, default=0,
-                    help="Integer outputs may differ by this many quantization steps (default 0: identical).")
+                    help="Exact kernels: integer outputs may differ by this many quantization steps (default 0: identical).")
+    ap.add_argument("--fast-int-lsb", type=int, default=1,
+                    help="Fast TFLite kernels (xnnpack, builtin): allowed integer difference in steps (default 1).")
     args = ap.parse_args()
     ref_sum = json.loads((args.ref / "summary.json").read_text())
     test_sum = json.loads((args.test / "summary.json").read_text())
@@ -112,8 +125,12 @@ def main() -> int:
         elif "error" in r or "error" in t:
             ok, what = False, f"cannot load: x86-64: {r.get('error', 'ok')} | arm64: {t.get('error', 'ok')}"
         else:
-            ok, what = compare_dump(args.ref / f"{key}.npz", args.test / f"{key}.npz", args.tol, args.int_lsb)
-            what = f"{t['runtime']} vs {r['runtime']}: {what}"
+            kernels = t.get("kernels")
+            exact = kernels in EXACT_KERNELS
+            ok, what = compare_dump(args.ref / f"{key}.npz", args.test / f"{key}.npz", args.tol,
+                                    args.int_lsb if exact else args.fast_int_lsb,
+                                    float_top1_only=not exact and t.get("format") == "tflite_dynamic")
+            what = f"{t['runtime']} vs {r['runtime']}, {'exact' if exact else 'fast'} rule: {what}"
         checked += 1
         all_ok &= ok
         print(f"  {'ok  ' if ok else 'FAIL'} {key}: {what}")

@@ -2,12 +2,14 @@
 and save the raw tensors, so two machines (x86-64 and emulated arm64) can be compared exactly.
 
 Same code path as `edgecifar run`: cv2.imread → preprocess.frame_to_rgb → Classifier stages,
-one image per invoke (batch 1, as a camera feeds frames). Saves per artifact and backend:
-    <artifact>__<backend>.npz   names, input (quantized input tensor), raw (output tensor), probs
+one image per invoke (batch 1, as a camera feeds frames). TFLite artifacts run once per kernel set
+(`edgecifar run --kernels`: xnnpack, the default; builtin; reference). Saves per artifact and backend:
+    <artifact>__<backend>[__<kernels>].npz   names, input (quantized input tensor), raw (output tensor), probs
 and summary.json (platform, CPU features the process sees, runtime versions, load errors).
 No timings: under emulation they mean nothing.
 
     python dump_outputs.py ARTIFACT_DIR IMAGE_DIR OUT_DIR [--tflite-backend litert|tflite_runtime] [--no-onnx]
+                           [--kernels xnnpack,builtin,reference]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import cv2
 import numpy as np
 
 from edgecifar.device import preprocess
-from edgecifar.device.runtime import Classifier
+from edgecifar.device.runtime import KERNELS, Classifier
 from edgecifar.errors import UserError
 
 # AT_HWCAP bits of arm64 Linux that decide which XNNPACK / MLAS kernels run.
@@ -55,6 +57,7 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--tflite-backend", default="litert")
     ap.add_argument("--no-onnx", action="store_true", help="Skip .onnx artifacts (a venv without onnxruntime).")
+    ap.add_argument("--kernels", default=",".join(KERNELS), help="TFLite kernel sets to run, comma-separated.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -67,11 +70,12 @@ def main() -> None:
                "libc": " ".join(platform.libc_ver()), "numpy": np.__version__, "opencv": cv2.__version__, "runs": {}}
     print(f"{summary['machine']} ({summary['cpu_features']}), python {summary['python']}, {summary['libc']}, "
           f"numpy {summary['numpy']}, opencv {summary['opencv']}", flush=True)
-    for path in artifacts:
-        backend = "onnxruntime" if path.suffix == ".onnx" else args.tflite_backend
-        key = f"{path.name}__{backend}"
+    jobs = [(path, "onnxruntime", None) if path.suffix == ".onnx" else (path, args.tflite_backend, kernels)
+            for path in artifacts for kernels in (args.kernels.split(",") if path.suffix == ".tflite" else [None])]
+    for path, backend, kernels in jobs:
+        key = f"{path.name}__{backend}" + (f"__{kernels}" if kernels else "")
         try:
-            clf = Classifier(path, backend=backend)
+            clf = Classifier(path, backend=backend, **({"kernels": kernels} if kernels else {}))
         except UserError as e:
             summary["runs"][key] = {"error": str(e)}
             print(f"  {key}: cannot load: {e}", flush=True)
@@ -85,7 +89,7 @@ def main() -> None:
         raw = np.stack(raws)
         probs = clf.dequantize_output(raw)
         np.savez(args.out / f"{key}.npz", names=np.array(names), input=np.stack(inputs), raw=raw, probs=probs)
-        summary["runs"][key] = {"runtime": clf.runtime, "input_dtype": str(clf.input_dtype),
+        summary["runs"][key] = {"runtime": clf.runtime, "kernels": kernels, "format": clf.meta.get("format"), "input_dtype": str(clf.input_dtype),
                                 "output_dtype": str(clf.output_dtype), "images": len(names)}
         print(f"  {key}: {clf.runtime}, {len(names)} images, output {raw.dtype}", flush=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .runtime import BACKENDS
+from .runtime import BACKENDS, KERNELS
 
 
 @click.command("run")
@@ -23,6 +23,9 @@ from .runtime import BACKENDS
 @click.option("--backend", type=click.Choice(BACKENDS), help="Force a runtime (default: litert, else tflite_runtime, "
               "else tensorflow for .tflite; onnxruntime for .onnx).")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's choice).")
+@click.option("--kernels", type=click.Choice(KERNELS), default="xnnpack", show_default=True,
+              help="TFLite kernels: xnnpack is fastest; builtin or reference give bit-identical int8 outputs on every "
+                   "CPU architecture (XNNPACK may differ by one quantization step between x86 and ARM).")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels reported per frame.")
 @click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), metavar="ALPHA",
               help="Temporal smoothing: EMA of probabilities, ALPHA = weight of the past (e.g. 0.6). For cameras and videos.")
@@ -33,7 +36,7 @@ from .runtime import BACKENDS
 @click.option("--token", help="Access token for --serve (clients add ?token=...).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N classified frames.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
-def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
+def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
     """Classify frames from SRC with MODEL_FILE (.tflite or .onnx from `edgecifar export`) and print the top-k.
 
     Without MODEL_FILE, the default model bundled with edgecifar is used (an int8 TFLite, see `edgecifar run --help`).
@@ -66,7 +69,7 @@ def run_cmd(model_file, source_spec, backend, threads, top_k, smooth, json_lines
     if model_file is None:
         model_file = default_model()
         click.echo(f"no model given: using the bundled default model {model_file.name}", file=info)
-    clf = Classifier(model_file, backend=backend, threads=threads)
+    clf = Classifier(model_file, backend=backend, threads=threads, kernels=kernels)
     _check_metadata(clf)
     meta = clf.meta
     what = f"{meta.get('model', '?')} {meta.get('format', '')}".strip() if meta else "no edgecifar metadata: class indices as labels"

@@ -27,6 +27,13 @@ from . import metadata as meta_io
 
 TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
 BACKENDS = TFLITE_BACKENDS + ("onnxruntime",)
+# Which TFLite kernels run the model. "xnnpack" is the runtimes' default and the fastest, but its
+# int8 requantization is not bit-exact across CPU architectures (x86 and ARM results may differ by
+# one quantization step). "builtin" (TFLite's own optimized kernels, no delegate) and "reference"
+# (the portable reference kernels) compute int8 with TFLite's integer-only arithmetic and give the
+# same integers on every machine: pin one of them when outputs must match bit for bit.
+KERNELS = ("xnnpack", "builtin", "reference")
+_RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 
 def _version(dist: str) -> str:
@@ -63,8 +70,10 @@ def _tflite_interpreter_class(backend: str | None):
 
 
 class Classifier:
-    def __init__(self, path, backend: str | None = None, threads: int | None = None):
+    def __init__(self, path, backend: str | None = None, threads: int | None = None, kernels: str = "xnnpack"):
         self.path = Path(path)
+        if kernels not in KERNELS:
+            raise UserError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
         if not self.path.is_file():
             raise UserError(f"model file {self.path} does not exist; pass a .tflite or .onnx written by `edgecifar export`")
         if backend is not None and backend not in BACKENDS:
@@ -76,10 +85,13 @@ class Classifier:
             raise UserError(f"{self.path} is ONNX; use --backend onnxruntime (or leave --backend out)")
         if suffix == ".tflite" and backend == "onnxruntime":
             raise UserError(f"{self.path} is TFLite; use --backend litert, tflite_runtime or tensorflow")
+        if suffix == ".onnx" and kernels != "xnnpack":
+            raise UserError(f"{self.path} is ONNX; --kernels applies to .tflite models only (leave it out)")
         self.threads = threads
+        self.kernels = kernels if suffix == ".tflite" else None
         if suffix == ".tflite":
             self.meta = meta_io.read(self.path)
-            self._open_tflite(backend, threads)
+            self._open_tflite(backend, threads, kernels)
         else:
             self._open_onnx(threads)  # reads the metadata from its own session: one load, not two
         self.class_names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
@@ -87,10 +99,15 @@ class Classifier:
 
     # --- opening ------------------------------------------------------------------------
 
-    def _open_tflite(self, backend, threads):
+    def _open_tflite(self, backend, threads, kernels):
         Interpreter, self.backend, self.backend_version = _tflite_interpreter_class(backend)
+        extra = {}
+        if kernels != "xnnpack":
+            # OpResolverType lives beside Interpreter in every runtime (litert, tflite_runtime, tf.lite).
+            resolvers = __import__(Interpreter.__module__, fromlist=["OpResolverType"]).OpResolverType
+            extra["experimental_op_resolver_type"] = getattr(resolvers, _RESOLVERS[kernels])
         try:
-            self._interp = Interpreter(model_path=str(self.path), num_threads=threads)
+            self._interp = Interpreter(model_path=str(self.path), num_threads=threads, **extra)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -196,7 +213,8 @@ class Classifier:
 
     def describe(self) -> str:
         q = f", input quantization scale {self.input_quant[0]:.6g} zero point {self.input_quant[1]}" if self.input_quant else ""
-        return f"{self.path.name}: {self.runtime}, input {self.input_shape} {self.input_dtype}{q}, threads {self.threads or 'default'}"
+        return f"{self.path.name}: {self.runtime}, input {self.input_shape} {self.input_dtype}{q}, threads {self.threads or 'default'}" + (
+            f", {self.kernels} kernels" if self.kernels else "")
 
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}

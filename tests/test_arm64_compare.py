@@ -1,0 +1,70 @@
+"""device/arm64/compare.py, the arm64 check's judge: exact rule for ONNX and TFLite reference kernels,
+one quantization step for the fast TFLite kernels, top-1 for dynamic-range floats on fast kernels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+COMPARE = Path(__file__).resolve().parents[1] / "device" / "arm64" / "compare.py"
+RUNS = {  # key: (kernels, format, output dtype)
+    "m_int8.tflite__litert__xnnpack": ("xnnpack", "tflite_int8", np.uint8),
+    "m_int8.tflite__litert__reference": ("reference", "tflite_int8", np.uint8),
+    "m_dynamic.tflite__litert__builtin": ("builtin", "tflite_dynamic", np.float32),
+    "m_dynamic.tflite__litert__reference": ("reference", "tflite_dynamic", np.float32),
+    "m_float32.onnx__onnxruntime": (None, "onnx_float32", np.float32),
+}
+
+
+def _dump(folder: Path, change: dict | None = None) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    summary = {"machine": "x", "cpu_features": "x", "python": "3.11", "libc": "glibc", "numpy": "2", "opencv": "4", "runs": {}}
+    for key, (kernels, fmt, dtype) in RUNS.items():
+        raw = (rng.integers(0, 256, (20, 10)) if dtype == np.uint8 else rng.normal(0, 3, (20, 10))).astype(dtype)
+        raw[:, 0] = 200 if dtype == np.uint8 else 30.0  # a clear winner: small changes keep top-1
+        if change and key in change:
+            raw = change[key](raw)
+        probs = raw.astype(np.float32)
+        np.savez(folder / f"{key}.npz", names=np.array([f"{i}.png" for i in range(20)]), input=np.zeros((20, 4), np.uint8),
+                 raw=raw, probs=probs)
+        summary["runs"][key] = {"runtime": "rt 1", "kernels": kernels, "format": fmt}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def _bump(steps):
+    def f(raw):
+        raw = raw.copy()
+        raw[3, 5] = raw[3, 5] + steps
+        return raw
+    return f
+
+
+def _compare(tmp_path, change):
+    ref, test = _dump(tmp_path / "ref"), _dump(tmp_path / "test", change)
+    res = subprocess.run([sys.executable, str(COMPARE), str(ref), str(test)], capture_output=True, text=True)
+    return res.returncode, res.stdout
+
+
+@pytest.mark.parametrize("change, passes", [
+    ({}, True),
+    ({"m_int8.tflite__litert__xnnpack": _bump(1)}, True),            # fast kernels: one step allowed
+    ({"m_int8.tflite__litert__xnnpack": _bump(2)}, False),           # ... two are not
+    ({"m_int8.tflite__litert__reference": _bump(1)}, False),         # reference kernels: identical
+    ({"m_dynamic.tflite__litert__builtin": _bump(1e-2)}, True),      # dynamic-range on fast kernels: top-1 decides
+    ({"m_dynamic.tflite__litert__builtin": _bump(100.0)}, False),    # ... and a changed top-1 fails
+    ({"m_dynamic.tflite__litert__reference": _bump(1e-2)}, False),   # reference kernels: 1e-5 * (1 + |x|)
+    ({"m_float32.onnx__onnxruntime": _bump(1e-6)}, True),
+    ({"m_float32.onnx__onnxruntime": _bump(1e-3)}, False),
+], ids=["same", "xnnpack+1", "xnnpack+2", "reference+1", "dynamic-fast", "dynamic-fast-top1", "dynamic-ref", "onnx-tiny",
+        "onnx-big"])
+def test_rules(tmp_path, change, passes):
+    rc, out = _compare(tmp_path, change)
+    assert (rc == 0) == passes, out
+    assert out.strip().splitlines()[-1].startswith(f"arm64: {'PASS' if passes else 'FAIL'} (5 comparisons")
