@@ -95,7 +95,13 @@ def test_interrupted_run_resumes_from_last_epoch(data_dir, tmp_path):
     train("seed003_bn_cnn", data_dir=data_dir, run_dir=run_dir, epochs=2, limit=256, test_limit=100, echo=lines.append)
     assert any("resuming" in line and "after epoch 1/2" in line for line in lines)
     assert not any(line.startswith("epoch 1/") for line in lines)  # epoch 1 was not trained again
-    _check_run_dir(run_dir, "seed003_bn_cnn", 2)
+    manifest = _check_run_dir(run_dir, "seed003_bn_cnn", 2)
+    # seed 003 reports test accuracy after each phase; phase 1's was measured on resume, from its checkpoint
+    phases = manifest["metrics"]["phase_test_accuracy"]
+    assert set(phases) == {"1", "2"} and phases["1"]["epochs"] == 1 and phases["2"]["epochs"] == 2
+    assert phases["2"]["test_accuracy"] == manifest["metrics"]["test_accuracy"]
+    assert any(line == f"phase 1 done after epoch 1: test accuracy {100 * phases['1']['test_accuracy']:.2f}% on 100 images"
+               for line in lines)
 
 
 def test_train_cli_default_model_writes_run(data_dir, tmp_path):
