@@ -4,7 +4,7 @@
 #     benchmarks/seed_models.sh [extra edgecifar benchmark options, e.g. --compare OLD.json]
 # The exact `edgecifar benchmark` command it ran is printed at the top of the report.
 set -euo pipefail
-runs_dir="${EDGECIFAR_RUNS:-/work/runs}"
+runs_dir="${EDGECIFAR_RUNS:-runs}"
 latest() {  # newest run of a model that finished (has manifest.json)
     ls -1dt "$runs_dir"/"$1"-*/manifest.json 2>/dev/null | head -n 1 | xargs -r dirname
 }
