@@ -24,8 +24,8 @@ from .runtime import BACKENDS, KERNELS
               "else tensorflow for .tflite; onnxruntime for .onnx).")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's choice).")
 @click.option("--kernels", type=click.Choice(KERNELS), default="xnnpack", show_default=True,
-              help="TFLite kernels: xnnpack is fastest; builtin or reference give bit-identical int8 outputs on every "
-                   "CPU architecture (XNNPACK may differ by one quantization step between x86 and ARM).")
+              help="TFLite kernels: xnnpack is fastest; reference (slowest) gives the same int8 outputs on x86 and ARM, "
+                   "where xnnpack and builtin may differ by a quantization step.")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels reported per frame.")
 @click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), metavar="ALPHA",
               help="Temporal smoothing: EMA of probabilities, ALPHA = weight of the past (e.g. 0.6). For cameras and videos.")

@@ -28,10 +28,11 @@ from . import metadata as meta_io
 TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
 BACKENDS = TFLITE_BACKENDS + ("onnxruntime",)
 # Which TFLite kernels run the model. "xnnpack" is the runtimes' default and the fastest, but its
-# int8 requantization is not bit-exact across CPU architectures (x86 and ARM results may differ by
-# one quantization step). "builtin" (TFLite's own optimized kernels, no delegate) and "reference"
-# (the portable reference kernels) compute int8 with TFLite's integer-only arithmetic and give the
-# same integers on every machine: pin one of them when outputs must match bit for bit.
+# int8 requantization rounds differently from TFLite's reference arithmetic, and differently on x86
+# and ARM (a step or two on some outputs). "builtin" (TFLite's own optimized kernels, no delegate)
+# is close to the reference; "reference" (the portable reference kernels, slowest) gave the same
+# integers on x86-64 and emulated Pi 4 / Pi 5 (device/check_arm64.sh): pin it when outputs must
+# match bit for bit across machines.
 KERNELS = ("xnnpack", "builtin", "reference")
 _RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
