@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecifar.files import write_text
+
 STAGES = ("capture", "preprocess", "inference", "postprocess")
 
 
@@ -92,8 +94,7 @@ def main(argv=None) -> int:
     for r in rows:
         stages = " | ".join(f"{r[s + '_p50']:.2f} / {r[s + '_p90']:.2f}" for s in STAGES)
         lines.append(f"| {r['model']} | {r['threads']} | {r['fps']:.0f} | {', '.join(f'{f:.0f}' for f in r['fps_all'])} | {stages} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_text(args.out, "\n".join(lines) + "\n")  # atomic: a failed run never leaves half a report
     print(f"wrote {args.out}")
     return 0
 

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgecifar.files import write_text
+
 
 def _export_deltas(run: Path) -> str:
     report = run / "export" / "export_report.json"
@@ -97,8 +99,7 @@ def main(argv=None) -> int:
         )
     lines += ["", "Per-run manifest, history and curves: `training/<run>/`. Why a model falls short of its write-up, and how",
               "unstated recipe details were chosen: [training_notes.md](training_notes.md)."]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_text(args.out, "\n".join(lines) + "\n")  # atomic: a failed run never leaves half a report
     print(f"wrote {args.out} ({len(rows)} runs)")
     return 0
 

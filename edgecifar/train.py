@@ -142,6 +142,10 @@ def predict_probs(model, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np
     return np.asarray(model.predict(images.astype("float32"), batch_size=batch_size, verbose=0))
 
 
+def split_accuracy(model, split) -> float:
+    return float((predict_probs(model, split.images).argmax(1) == split.labels).mean())
+
+
 def train(
     model_name: str = zoo.DEFAULT_MODEL,
     *,
@@ -231,11 +235,6 @@ def train(
         start = 0
         for number, phase in enumerate(phases, 1):
             end = start + phase.epochs
-            if done_epochs <= end and number < len(phases) and str(number) not in phase_results:
-                # A multi-phase write-up (seed 003) reports test accuracy after each phase: measure it too.
-                pending_phase = number
-            else:
-                pending_phase = None
             if done_epochs < end:
                 callbacks = [EpochLog(run_dir, number, total_epochs, echo)]
                 if phase.augment:
@@ -245,8 +244,9 @@ def train(
                 else:
                     model.fit(x_train, train_split.labels, batch_size=batch_size, epochs=end, initial_epoch=max(start, done_epochs),
                               validation_data=validation, shuffle=True, callbacks=callbacks, verbose=0)
-            if pending_phase is not None:
-                acc = float((predict_probs(model, test.images).argmax(1) == test.labels).mean())
+            if number < len(phases) and done_epochs <= end and str(number) not in phase_results:
+                # A multi-phase write-up (seed 003) reports test accuracy after each phase: measure it too.
+                acc = split_accuracy(model, test)
                 phase_results[str(number)] = {"epochs": end, "test_accuracy": acc}
                 write_json(phase_file, phase_results)
                 echo(f"phase {number} done after epoch {end}: test accuracy {100 * acc:.2f}% on {len(test)} images")
@@ -254,8 +254,7 @@ def train(
     train_seconds = time.perf_counter() - t_start
 
     # 4. Evaluate on the test set (once, or after each phase of a multi-phase recipe), then write the run artifacts.
-    probs = predict_probs(model, test.images)
-    test_acc = float((probs.argmax(1) == test.labels).mean())
+    test_acc = split_accuracy(model, test)
     echo(f"test accuracy: {100 * test_acc:.2f}% on {len(test)} images")
     if len(phases) > 1 and recipe.kind != "features":
         phase_results[str(len(phases))] = {"epochs": total_epochs, "test_accuracy": test_acc}

@@ -75,7 +75,7 @@ def main() -> None:
     for path, backend, kernels in jobs:
         key = f"{path.name}__{backend}" + (f"__{kernels}" if kernels else "")
         try:
-            clf = Classifier(path, backend=backend, **({"kernels": kernels} if kernels else {}))
+            clf = Classifier(path, backend=backend, kernels=kernels or "xnnpack")
         except UserError as e:
             summary["runs"][key] = {"error": str(e)}
             print(f"  {key}: cannot load: {e}", flush=True)
