@@ -21,6 +21,9 @@
 #      tensors identical, float tensors within 1e-5 * (1 + |x|). Fast rule (TFLite xnnpack, the
 #      default, and builtin): integers within 1 quantization step, floats within 1e-5 * (1 + |x|)
 #      except dynamic-range (top-1 identical); `edgecifar run --json` top-k classes identical.
+#      A runtime/format pair the runner itself warns about (tflite-runtime with a dynamic-range
+#      model: its kernels round differently on ARM and x86) is printed as KNOWN with its measured
+#      difference instead of FAIL, as long as both machines load it and carry the same warning.
 # Prints PASS or FAIL per artifact and overall; exit 0 only on PASS. Mounts are always undone.
 #
 # Options: --export DIR (artifacts: *.tflite with sidecars, *.onnx), --images N, --fresh (rebuild the

@@ -21,7 +21,7 @@ RUNS = {  # key: (kernels, format, output dtype)
 }
 
 
-def _dump(folder: Path, change: dict | None = None) -> Path:
+def _dump(folder: Path, change: dict | None = None, caveats: dict | None = None) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(0)
     summary = {"machine": "x", "cpu_features": "x", "python": "3.11", "libc": "glibc", "numpy": "2", "opencv": "4", "runs": {}}
@@ -33,7 +33,7 @@ def _dump(folder: Path, change: dict | None = None) -> Path:
         probs = raw.astype(np.float32)
         np.savez(folder / f"{key}.npz", names=np.array([f"{i}.png" for i in range(20)]), input=np.zeros((20, 4), np.uint8),
                  raw=raw, probs=probs)
-        summary["runs"][key] = {"runtime": "rt 1", "kernels": kernels, "format": fmt}
+        summary["runs"][key] = {"runtime": "rt 1", "kernels": kernels, "format": fmt, "caveat": (caveats or {}).get(key)}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -68,3 +68,23 @@ def test_rules(tmp_path, change, passes):
     rc, out = _compare(tmp_path, change)
     assert (rc == 0) == passes, out
     assert out.strip().splitlines()[-1].startswith(f"arm64: {'PASS' if passes else 'FAIL'} (5 comparisons")
+
+
+@pytest.mark.parametrize("ref_caveat, test_caveat, passes", [
+    ("rounds differently", "rounds differently", True),   # the runner warns about this pair: KNOWN, not FAIL
+    (None, "rounds differently", False),                   # the two machines must agree that it is a known case
+    (None, None, False),
+], ids=["known", "caveat-on-one-side", "no-caveat"])
+def test_known_differences_are_reported_not_failed(tmp_path, ref_caveat, test_caveat, passes):
+    key = "m_dynamic.tflite__litert__reference"
+    ref = _dump(tmp_path / "ref", caveats={key: ref_caveat})
+    test = _dump(tmp_path / "test", {key: _bump(100.0)}, caveats={key: test_caveat})
+    res = subprocess.run([sys.executable, str(COMPARE), str(ref), str(test)], capture_output=True, text=True)
+    assert (res.returncode == 0) == passes, res.stdout
+    lines = res.stdout.strip().splitlines()
+    if passes:
+        assert any(line.startswith(f"  KNOWN {key}: ") and "top-1 same on 19/20" in line for line in lines), res.stdout
+        assert lines[-2] == "  KNOWN: rounds differently"
+        assert lines[-1] == "arm64: PASS (5 comparisons, 1 KNOWN difference(s) the runner warns about)"
+    else:
+        assert f"  FAIL {key}: " in res.stdout and lines[-1].startswith("arm64: FAIL")

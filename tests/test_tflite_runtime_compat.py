@@ -152,3 +152,21 @@ def test_dynamic_range_needs_the_compat_setting(tiny_run, tflite214_python, tmp_
     assert "FULLY_CONNECTED" in str(results.get("error_0")) and "version '12'" in str(results.get("error_0"))
     assert "1" in results and np.isfinite(results["1"]).all()
 
+
+
+def test_runner_warns_about_dynamic_range_on_tflite_runtime_only(exported, monkeypatch):
+    """tflite-runtime's dynamic-range kernels give different results on ARM and x86 (device/check_arm64.sh):
+    the Classifier says so (the runner prints it) for that pair alone, judging by the model's own tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecifar.device import runtime
+
+    for fmt in TFLITE_FORMATS:
+        clf = runtime.Classifier(exported[fmt], backend="litert")
+        assert clf._is_dynamic_range() == (fmt == "tflite_dynamic"), fmt
+        assert clf.caveat is None, fmt
+    # The same models opened as tflite_runtime would be (its Interpreter has LiteRT's interface).
+    monkeypatch.setattr(runtime, "_tflite_interpreter_class", lambda backend: (Interpreter, "tflite_runtime", "2.14.0"))
+    for fmt in TFLITE_FORMATS:
+        clf = runtime.Classifier(exported[fmt], backend="tflite_runtime")
+        assert clf.caveat == (runtime.DYNAMIC_RANGE_ON_TFLITE_RUNTIME if fmt == "tflite_dynamic" else None), fmt

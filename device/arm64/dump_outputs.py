@@ -90,7 +90,8 @@ def main() -> None:
         probs = clf.dequantize_output(raw)
         np.savez(args.out / f"{key}.npz", names=np.array(names), input=np.stack(inputs), raw=raw, probs=probs)
         summary["runs"][key] = {"runtime": clf.runtime, "kernels": kernels, "format": clf.meta.get("format"), "input_dtype": str(clf.input_dtype),
-                                "output_dtype": str(clf.output_dtype), "images": len(names)}
+                                "output_dtype": str(clf.output_dtype), "images": len(names),
+                                "caveat": clf.caveat}
         print(f"  {key}: {clf.runtime}, {len(names)} images, output {raw.dtype}", flush=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -74,6 +74,8 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, j
     meta = clf.meta
     what = f"{meta.get('model', '?')} {meta.get('format', '')}".strip() if meta else "no edgecifar metadata: class indices as labels"
     click.echo(f"model: {clf.describe()} ({what})", file=info)
+    if clf.caveat:
+        click.echo(f"warning: {clf.caveat}", file=info)
     if threads is None:
         click.echo(f"threads: runtime default ({os.cpu_count()} CPU cores here); set --threads to pin", file=info)
 

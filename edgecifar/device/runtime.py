@@ -35,6 +35,15 @@ BACKENDS = TFLITE_BACKENDS + ("onnxruntime",)
 # match bit for bit across machines.
 KERNELS = ("xnnpack", "builtin", "reference")
 _RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+# A runtime/format pair whose outputs are known to depend on the CPU architecture, with every kernel set.
+# tflite-runtime (2.14, its last release) quantizes a dynamic-range model's activations at run time with
+# its own NEON / SSE code paths, which round differently; LiteRT 2.x does not (device/check_arm64.sh
+# measured both). The runner warns, and the arm64 check reports the pair as a known difference.
+DYNAMIC_RANGE_ON_TFLITE_RUNTIME = (
+    "tflite-runtime's dynamic-range kernels round differently on ARM and x86 (device/check_arm64.sh: "
+    "probabilities up to 0.023 apart, top-1 changed on 1 of 200 images), so results will not match an x86 "
+    "benchmark exactly; for that use ai-edge-litert (pip install ai-edge-litert) or the int8 / float artifacts"
+)
 
 
 def _version(dist: str) -> str:
@@ -90,6 +99,7 @@ class Classifier:
             raise UserError(f"{self.path} is ONNX; --kernels applies to .tflite models only (leave it out)")
         self.threads = threads
         self.kernels = kernels if suffix == ".tflite" else None
+        self.caveat: str | None = None  # a known limit of this runtime with this model, for the user to see
         if suffix == ".tflite":
             self.meta = meta_io.read(self.path)
             self._open_tflite(backend, threads, kernels)
@@ -123,6 +133,14 @@ class Classifier:
         self.output_quant = _quant(out)
         self.num_classes = int(out["shape"][-1])
         self._batch = self.input_shape[0]
+        if self.backend == "tflite_runtime" and self._is_dynamic_range():
+            self.caveat = DYNAMIC_RANGE_ON_TFLITE_RUNTIME
+
+    def _is_dynamic_range(self) -> bool:
+        """Float input with int8 weights inside: read from the model, as the metadata may be absent."""
+        if self.input_dtype.kind == "f":
+            return any(np.dtype(t["dtype"]) == np.int8 for t in self._interp.get_tensor_details())
+        return False
 
     def _open_onnx(self, threads):
         try:
