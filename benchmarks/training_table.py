@@ -18,7 +18,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgecifar import zoo
 from edgecifar.files import write_text
+
+_RECIPE_KEYS = ("optimizer", "optimizer_args", "batch_size", "phases", "kind")
+
+
+def _is_zoo_recipe(manifest: dict) -> bool:
+    """Did this run use the zoo's current recipe? Earlier choices and experiments stay in the table as evidence."""
+    current = json.loads(json.dumps(zoo.model_info(manifest["model"]).recipe.to_dict()))  # tuples → lists, as stored
+    return all(current[k] == manifest["recipe"].get(k) for k in _RECIPE_KEYS)
 
 
 def _export_deltas(run: Path) -> str:
@@ -44,6 +53,7 @@ def row(run: Path) -> dict:
         "run": run.name,
         "params": m["params"],
         "recipe": m["recipe"]["description"],
+        "zoo_recipe": _is_zoo_recipe(m),
         "epochs": m["recipe"]["epochs"],
         "train_images": m["data"]["train_images"],
         "minutes": metrics.get("train_seconds_total", 0) / 60,
@@ -67,7 +77,7 @@ def main(argv=None) -> int:
     if not runs:
         print("training_table: no finished run (a folder with manifest.json) among the arguments", file=sys.stderr)
         return 2
-    rows = sorted((row(r) for r in runs), key=lambda r: r["model"])
+    rows = sorted((row(r) for r in runs), key=lambda r: r["model"])  # stable: a model's runs keep their order
     copies = args.out.parent / "training"
     for r, run in zip(rows, sorted(runs, key=lambda p: json.loads((p / "manifest.json").read_text())["model"])):
         dest = copies / run.name
@@ -84,17 +94,18 @@ def main(argv=None) -> int:
         "Each run trained with `edgecifar train MODEL` (documented recipe) on this 2-core CPU; validation is a stratified",
         "5,000-image slice held out of the 50,000 training images, the test set (10,000) is used once at the end",
         "(after each phase for multi-phase recipes, as their write-ups report).",
-        "Wall time is the sum of epoch times and depends on what else the machine was doing.",
+        "Wall time is the sum of epoch times and depends on what else the machine was doing. \"zoo recipe\": the run used",
+        "the recipe `edgecifar train MODEL` runs today; the other rows are earlier choices and experiments, kept as evidence.",
         "",
-        "| model | params | recipe | epochs | train images | wall time | test top-1 | write-up | difference | int8 export |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | params | recipe | zoo recipe | epochs | train images | wall time | test top-1 | write-up | difference | int8 export |",
+        "|---|---:|---|:---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         doc = f"{r['documented']:.2f} %" if r["documented"] is not None else "—"
         diff = f"{r['diff']:+.2f} pp" if r["diff"] is not None else "—"
         phases = " → ".join(f"{a:.2f} %" for a in r["phases"][:-1]) + " → " if len(r["phases"]) > 1 else ""
         lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['recipe']} | {r['epochs']} | {r['train_images']:,} | "
+            f"| {r['model']} | {r['params']:,} | {r['recipe']} | {'yes' if r['zoo_recipe'] else 'no'} | {r['epochs']} | {r['train_images']:,} | "
             f"{r['minutes']:.1f} min | {phases}{r['test_acc']:.2f} % ({r['test_images']:,}) | {doc} | {diff} | {r['int8']} |"
         )
     lines += ["", "Per-run manifest, history and curves: `training/<run>/`. Why a model falls short of its write-up, and how",
