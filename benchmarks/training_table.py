@@ -26,6 +26,8 @@ _RECIPE_KEYS = ("optimizer", "optimizer_args", "batch_size", "phases", "kind")
 
 def _is_zoo_recipe(manifest: dict) -> bool:
     """Did this run use the zoo's current recipe? Earlier choices and experiments stay in the table as evidence."""
+    if manifest["model"] not in zoo.list_models():  # an experiment's own name (benchmarks/m1_dropout_experiment.py)
+        return False
     current = json.loads(json.dumps(zoo.model_info(manifest["model"]).recipe.to_dict()))  # tuples → lists, as stored
     return all(current[k] == manifest["recipe"].get(k) for k in _RECIPE_KEYS)
 
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
         return 2
     rows = sorted((row(r) for r in runs), key=lambda r: r["model"])  # stable: a model's runs keep their order
     copies = args.out.parent / "training"
-    for r, run in zip(rows, sorted(runs, key=lambda p: json.loads((p / "manifest.json").read_text())["model"])):
+    for run in runs:
         dest = copies / run.name
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("manifest.json", "history.csv", "curves.png", "evaluation.json", "confusion.png"):

@@ -153,7 +153,6 @@ def test_dynamic_range_needs_the_compat_setting(tiny_run, tflite214_python, tmp_
     assert "1" in results and np.isfinite(results["1"]).all()
 
 
-
 def test_runner_warns_about_dynamic_range_on_tflite_runtime_only(exported, monkeypatch):
     """tflite-runtime's dynamic-range kernels give different results on ARM and x86 (device/check_arm64.sh):
     the Classifier says so (the runner prints it) for that pair alone, judging by the model's own tensors."""
