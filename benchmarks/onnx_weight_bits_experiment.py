@@ -1,0 +1,90 @@
+"""What the ONNX int8 exporter's 7-bit weights (reduce_range=True) cost a model, on this host and as ARM computes it.
+
+    python benchmarks/onnx_weight_bits_experiment.py RUN --out benchmarks/results/onnx_weight_bits_<model>.md
+
+The exporter quantizes ONNX weights to 7 bits (edgecifar/export/onnx_export.py says why: onnxruntime's fused
+int8 kernels on x86 CPUs without VNNI add pairs of 8-bit products in int16 and saturate). This script
+quantizes RUN's model (the exporter's own softmax-less copy, calibration images and final float layer) with
+7-bit and with 8-bit weights and measures top-1 on a class-stratified test subset two ways:
+  fused:   onnxruntime with its default graph optimizations, i.e. the integer kernels of this host's CPU;
+  unfused: optimizations off, so each QDQ pair runs as float: the exact integer result with no
+           saturation, which is what ARM's int32-accumulating kernels (the Pi) compute, to rounding.
+"""
+
+import argparse
+import contextlib
+import io
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgecifar import data
+from edgecifar.export import onnx_export
+from edgecifar.export.logits import logits_copy
+from edgecifar.files import write_text
+from edgecifar.runs import load_model, read_manifest
+
+CALIB_SAMPLES = 500  # the exporter's default, same stratified selection (seed 0)
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("run", type=Path)
+ap.add_argument("--samples", type=int, default=1000, help="class-stratified test images")
+ap.add_argument("--data-dir", default=None)
+ap.add_argument("--out", type=Path, required=True)
+args = ap.parse_args()
+
+import onnx  # noqa: E402  (after argparse: --help stays fast)
+import onnxruntime as ort  # noqa: E402
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: E402
+
+ds = data.load(args.data_dir)
+calib = ds.train.images[data.stratified_indices(ds.train.labels, CALIB_SAMPLES, seed=0)]
+idx = data.stratified_indices(ds.test.labels, args.samples, seed=0)
+images, labels = ds.test.images[idx].astype(np.float32), ds.test.labels[idx]
+model = logits_copy(load_model(args.run / "model.keras"))[0]
+keras_top1 = np.argmax(model.predict(images, verbose=0), 1)
+print(f"keras top-1 {np.mean(keras_top1 == labels):.2%} on {len(labels)} test images", flush=True)
+
+pre = onnx_export.preprocessed_float(onnx_export.keras_to_onnx(model, 17, "logits"))
+tmp = Path(tempfile.mkdtemp(prefix="edgecifar-bits-"))
+onnx.save(pre, str(tmp / "pre.onnx"))
+
+
+def top1(path: Path, fused: bool) -> np.ndarray:
+    options = ort.SessionOptions()
+    if not fused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([np.argmax(session.run(None, {name: images[i:i + 100]})[0], 1)
+                           for i in range(0, len(images), 100)])
+
+
+rows = []
+for bits, reduce_range in ((7, True), (8, False)):
+    out = tmp / f"int8_{bits}bit.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(str(tmp / "pre.onnx"), str(out), calibration_data_reader=onnx_export.calibration_reader(calib),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=onnx_export.final_layer_nodes(pre))
+    for fused in (True, False):
+        pred = top1(out, fused)
+        rows.append((bits, "fused (this host's kernels)" if fused else "unfused (exact integer math, as ARM)",
+                     np.mean(pred == labels), np.mean(pred == labels) - np.mean(keras_top1 == labels),
+                     np.mean(pred == keras_top1)))
+        print(f"{bits}-bit weights, {rows[-1][1]}: top-1 {rows[-1][2]:.2%} ({100 * rows[-1][3]:+.2f} pp), "
+              f"agreement {rows[-1][4]:.2%}", flush=True)
+
+lines = [f"# ONNX int8: 7-bit vs 8-bit weights — {read_manifest(args.run)['model']}", "",
+         f"Command: `python benchmarks/onnx_weight_bits_experiment.py {args.run} --samples {args.samples} --out {args.out}`", "",
+         f"{len(labels)} class-stratified CIFAR-10 test images; Keras top-1 {np.mean(keras_top1 == labels):.2%}. "
+         f"Static QDQ int8, per-channel weights, minmax calibration on {CALIB_SAMPLES} training images, final layer "
+         f"in float (the exporter's settings but for the weight bits). Host: {platform.machine()}, "
+         f"onnxruntime {ort.__version__}.", "",
+         "| weights | kernels | top-1 | Δ vs Keras | agreement with Keras |", "|---|---|---:|---:|---:|"]
+lines += [f"| {b}-bit | {k} | {a:.2%} | {100 * d:+.2f} pp | {g:.2%} |" for b, k, a, d, g in rows]
+write_text(args.out, "\n".join(lines) + "\n")
+print(f"wrote {args.out}")
