@@ -283,6 +283,24 @@ def test_corrupt_image_in_folder_is_counted_and_skipped(artifacts, png_dir, tmp_
     assert res.returncode == 2 and "none of its 1 frame(s) could be decoded" in res.stderr
 
 
+def test_photos_get_one_line_each_with_their_file_name(artifacts, images, png_dir, tmp_path):
+    """A folder of photos in human mode: every file is reported (a camera gets a throttled status line)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [f"test_{i:05d}.png" for i in range(5)]
+    for name in names:
+        (folder / name).write_bytes((png_dir / name).read_bytes())
+    res = run_cli("run", artifacts["tflite_int8"], "--source", folder, "--top-k", "2")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("test_")]
+    assert [line.split(":")[0] for line in lines] == names
+    ref = reference_top1(artifacts["tflite_int8"], images[0][:5])
+    class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for line, want in zip(lines, ref):
+        labels = line.split(": ", 1)[1].split("  ")
+        assert len(labels) == 2 and labels[0].rsplit(" ", 1)[0] == class_names[want], line
+
+
 def test_show_without_a_display_is_refused(artifacts, video):
     res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--show", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert res.returncode == 2

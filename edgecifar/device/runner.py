@@ -164,6 +164,14 @@ class StatusLine:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def line(self, text: str) -> None:
+        """A permanent line (over any in-place status on a terminal)."""
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def end(self) -> None:
         if self.tty and self._width:
             self.stream.write("\n")
@@ -291,10 +299,13 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
                 out.write(json.dumps(record) + "\n")
                 out.flush()
             else:
-                label, conf = top[0][1], top[0][2]
-                status.update(f"frame {position}: {label} {100 * conf:.0f}%  "
-                              + "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top[1:])
-                              + f"  | {stats.live_fps:.1f} FPS, inference {ms['inference']:.1f} ms")
+                labels = "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top)
+                if name is not None:
+                    # Photos: every file gets its own line (a camera gets a throttled status line instead).
+                    status.line(f"{name}: {labels}")
+                else:
+                    status.update(f"frame {position}: {labels}  | {stats.live_fps:.1f} FPS, "
+                                  f"inference {ms['inference']:.1f} ms")
             if sink or window or server:
                 annotated = annotate(frame, [(lb, c) for _, lb, c in top], stats.live_fps, note=name)
                 if sink:
