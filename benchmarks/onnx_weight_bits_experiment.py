@@ -13,10 +13,7 @@ quantizes RUN's model (the exporter's own softmax-less copy, calibration images 
 """
 
 import argparse
-import contextlib
-import io
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +33,7 @@ ap.add_argument("--data-dir", default=None)
 ap.add_argument("--out", type=Path, required=True)
 args = ap.parse_args()
 
-import onnx  # noqa: E402  (after argparse: --help stays fast)
-import onnxruntime as ort  # noqa: E402
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: E402
+import onnxruntime as ort  # noqa: E402  (after argparse: --help stays fast)
 
 ds = data.load(args.data_dir)
 calib = ds.train.images[data.stratified_indices(ds.train.labels, CALIB_SAMPLES, seed=0)]
@@ -47,17 +42,14 @@ images, labels = ds.test.images[idx].astype(np.float32), ds.test.labels[idx]
 model = logits_copy(load_model(args.run / "model.keras"))[0]
 keras_top1 = np.argmax(model.predict(images, verbose=0), 1)
 print(f"keras top-1 {np.mean(keras_top1 == labels):.2%} on {len(labels)} test images", flush=True)
-
-pre = onnx_export.preprocessed_float(onnx_export.keras_to_onnx(model, 17, "logits"))
-tmp = Path(tempfile.mkdtemp(prefix="edgecifar-bits-"))
-onnx.save(pre, str(tmp / "pre.onnx"))
+float_proto = onnx_export.keras_to_onnx(model, 17, "logits")
 
 
-def top1(path: Path, fused: bool) -> np.ndarray:
+def top1(proto, fused: bool) -> np.ndarray:
     options = ort.SessionOptions()
     if not fused:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([np.argmax(session.run(None, {name: images[i:i + 100]})[0], 1)
                            for i in range(0, len(images), 100)])
@@ -65,14 +57,10 @@ def top1(path: Path, fused: bool) -> np.ndarray:
 
 rows = []
 for bits, reduce_range in ((7, True), (8, False)):
-    out = tmp / f"int8_{bits}bit.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(tmp / "pre.onnx"), str(out), calibration_data_reader=onnx_export.calibration_reader(calib),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=onnx_export.final_layer_nodes(pre))
+    # The exporter's own quantizer and settings (per-channel, minmax, final layer in float) but for the weight bits.
+    proto, _ = onnx_export.quantize_qdq(float_proto, calib, float_logits=True, reduce_range=reduce_range)
     for fused in (True, False):
-        pred = top1(out, fused)
+        pred = top1(proto, fused)
         rows.append((bits, "fused (this host's kernels)" if fused else "unfused (QDQ in float: no saturation)",
                      np.mean(pred == labels), np.mean(pred == labels) - np.mean(keras_top1 == labels),
                      np.mean(pred == keras_top1)))

@@ -295,10 +295,11 @@ def test_photos_get_one_line_each_with_their_file_name(artifacts, images, png_di
     lines = [line for line in res.stdout.splitlines() if line.startswith("test_")]
     assert [line.split(":")[0] for line in lines] == names
     ref = reference_top1(artifacts["tflite_int8"], images[0][:5])
-    class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    from edgecifar.data import DEFAULT_CLASS_NAMES
+
     for line, want in zip(lines, ref):
         labels = line.split(": ", 1)[1].split("  ")
-        assert len(labels) == 2 and labels[0].rsplit(" ", 1)[0] == class_names[want], line
+        assert len(labels) == 2 and labels[0].rsplit(" ", 1)[0] == DEFAULT_CLASS_NAMES[want], line
 
 
 def test_show_without_a_display_is_refused(artifacts, video):

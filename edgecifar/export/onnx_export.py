@@ -131,7 +131,7 @@ def keras_to_onnx(model, opset: int = 17, output_name: str = "probs"):
 
 
 def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = True, calib_method: str = "minmax",
-                 keep_float=(), float_logits: bool = False):
+                 keep_float=(), float_logits: bool = False, reduce_range: bool = True):
     """(static int8 QDQ ModelProto of a float ModelProto calibrated on uint8 images, names of the nodes left in float).
 
     float_logits: also leave the final layer (output Gemm/MatMul, and an Add of its bias) in float.
@@ -140,6 +140,8 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
     so argmax took the lower class index. Computed in float from the int8 features, the logits
     have no such ties (measured: 0 ties, top-1 agreement with Keras 93.6 % → 97.3 %) for one
     small float matrix product (features x classes) per image.
+    reduce_range: 7-bit weights (the exporter's choice, see the module docstring); False only for the
+    measurement in benchmarks/onnx_weight_bits_experiment.py.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -160,7 +162,7 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print() their progress
             quantize_static(str(pre), str(out), calibration_data_reader=calibration_reader(calib_images),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, per_channel=bool(per_channel), reduce_range=True,
+                            weight_type=QuantType.QInt8, per_channel=bool(per_channel), reduce_range=bool(reduce_range),
                             nodes_to_exclude=keep_float or None, calibrate_method=method)
         return onnx.load(str(out)), keep_float
 
