@@ -46,27 +46,68 @@ PREPROCESSING = {
 }
 
 
-def _optimizer(recipe: zoo.Recipe):
+# Augmented phases: (padding in pixels, numpy pad mode) for a random crop back to 32x32, plus a flip.
+AUGMENTATIONS = {
+    "shift10_edge": (round(SHIFT * 32), "edge"),  # seed 003's ImageDataGenerator shift 0.1, nearest fill
+    "crop4_reflect": (4, "reflect"),  # the ResNet-on-CIFAR standard: reflect-pad 4, random 32x32 crop
+}
+
+
+def _optimizer(recipe: zoo.Recipe, steps_per_epoch: int, total_epochs: int):
     makers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
     args = dict(recipe.optimizer_args)
-    if "decay" in args:
+    if recipe.schedule == "warmup_cosine":
+        # Linear warm-up to the peak rate, then cosine to zero at the last step (per-step, so --epochs rescales it).
+        peak = args.get("learning_rate", 1e-3)
+        warmup = min(recipe.warmup_epochs, max(0, total_epochs - 1)) * steps_per_epoch
+        decay = max(1, total_epochs * steps_per_epoch - warmup)
+        args["learning_rate"] = keras.optimizers.schedules.CosineDecay(
+            peak / 10 if warmup else peak, decay, alpha=0.0, warmup_target=peak if warmup else None, warmup_steps=warmup)
+    elif "decay" in args:
         # Keras 2's per-step `decay` (lr / (1 + decay * step)), which Keras 3 expresses as a schedule.
         args["learning_rate"] = keras.optimizers.schedules.InverseTimeDecay(args.get("learning_rate", 1e-3), 1, args.pop("decay"))
     return makers[recipe.optimizer](**args)
 
 
-class AugmentedBatches(keras.utils.PyDataset):
-    """Seed 003's augmentation in numpy (random shift up to 10 % with nearest fill, horizontal flip).
+@keras.saving.register_keras_serializable(package="edgecifar")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing).
 
-    Integer-pixel shifts stand in for ImageDataGenerator's interpolated ones; a Keras
-    PyDataset keeps it backend-agnostic.
+    Registered so a resumed checkpoint (saved compiled) loads without custom_objects.
     """
 
-    def __init__(self, x, y, batch_size, seed):
+    def __init__(self, label_smoothing=0.1, name="sparse_smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def _loss(recipe: zoo.Recipe):
+    if recipe.label_smoothing:
+        return SparseSmoothedCrossentropy(recipe.label_smoothing)
+    return "sparse_categorical_crossentropy"
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Random shift (pad, then crop back to 32x32) and horizontal flip, in numpy.
+
+    Seed 003: shift up to 10 % with nearest fill (integer-pixel shifts stand in for
+    ImageDataGenerator's interpolated ones); edge models: reflect-pad 4. A Keras PyDataset
+    keeps it backend-agnostic.
+    """
+
+    def __init__(self, x, y, batch_size, seed, augmentation="shift10_edge"):
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng = np.random.default_rng(seed)
-        self.pad = int(round(SHIFT * x.shape[1]))
+        self.pad, self.mode = AUGMENTATIONS[augmentation]
         self.order = self.rng.permutation(len(x))
 
     def __len__(self):
@@ -78,7 +119,7 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         x, p = self.x[idx], self.pad
-        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=self.mode)
         dy, dx = self.rng.integers(0, 2 * p + 1, size=(2, len(idx)))
         out = np.stack([padded[k, dy[k] : dy[k] + x.shape[1], dx[k] : dx[k] + x.shape[2]] for k in range(len(idx))])
         flip = self.rng.random(len(idx)) < 0.5
@@ -206,13 +247,15 @@ def train(
     with strategy:
         if model is None:
             model = info.factory(weights=weights) if recipe.kind == "features" else info.factory()
-            model.compile(optimizer=_optimizer(recipe), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            steps = len(train_split) // batch_size if recipe.kind != "features" else 1
+            model.compile(optimizer=_optimizer(recipe, max(1, steps), total_epochs), loss=_loss(recipe),
+                          metrics=["accuracy"])
         else:
             echo(f"resuming {run_dir} after epoch {done_epochs}/{total_epochs}")
     _truncate_history(run_dir / "history.csv", done_epochs)
     n_params = int(model.count_params())
     echo(f"model: {model_name} ({n_params:,} params) — {info.source}")
-    echo(f"recipe: {zoo.Recipe(recipe.optimizer, recipe.optimizer_args, batch_size, tuple(phases), recipe.kind).describe()}")
+    echo(f"recipe: {dataclasses.replace(recipe, batch_size=batch_size, phases=tuple(phases)).describe()}")
     echo(f"run: {run_dir}")
 
     test = ds.test
@@ -238,7 +281,8 @@ def train(
             if done_epochs < end:
                 callbacks = [EpochLog(run_dir, number, total_epochs, echo)]
                 if phase.augment:
-                    batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, seed + number)
+                    batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, seed + number,
+                                               recipe.augmentation)
                     model.fit(batches, epochs=end, initial_epoch=max(start, done_epochs), validation_data=validation,
                               callbacks=callbacks, verbose=0)
                 else:

@@ -35,6 +35,12 @@ class Recipe:
     # "end_to_end": fit the whole model; "features": cache frozen-backbone features, fit the head.
     kind: str = "end_to_end"
     notes: str = ""
+    # Learning-rate schedule: "constant" (the seeds), or "warmup_cosine" (linear warm-up, then cosine to 0).
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    # What an augmented phase does (train.AUGMENTATIONS): seed 003's shift, or pad-and-crop.
+    augmentation: str = "shift10_edge"
 
     @property
     def epochs(self) -> int:
@@ -45,7 +51,14 @@ class Recipe:
         opt = f"{self.optimizer}({args})" if args else self.optimizer
         phases = " + ".join(f"{p.epochs}{' aug' if p.augment else ''}" for p in self.phases)
         kind = "head on cached features, " if self.kind == "features" else ""
-        return f"{kind}{opt}, batch {self.batch_size}, epochs {phases}"
+        extra = ""
+        if self.schedule != "constant":
+            extra += f", {self.schedule} ({self.warmup_epochs} warm-up epochs)"
+        if self.label_smoothing:
+            extra += f", label smoothing {self.label_smoothing:g}"
+        if any(p.augment for p in self.phases):
+            extra += f", augment {self.augmentation}"
+        return f"{kind}{opt}, batch {self.batch_size}, epochs {phases}{extra}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -329,3 +342,69 @@ def seed004_inceptionv3_transfer(weights=None, size: int = 299):
     backbone = keras.applications.InceptionV3(input_shape=(size, size, 3), include_top=False, pooling="avg", weights=weights)
     backbone.name = "backbone"
     return _transfer("inception_v3", backbone, size, 1 / 127.5, -1.0, 0, "seed004_inceptionv3_transfer")
+
+
+# --- edgecifar's own edge models -------------------------------------------------------------
+
+_EDGE_RECIPE = dict(
+    batch_size=128,
+    schedule="warmup_cosine",
+    warmup_epochs=3,
+    label_smoothing=0.1,
+    augmentation="crop4_reflect",
+)
+_EDGE_NOTES = ("plain ResNet recipe: SGD Nesterov 0.9, 3 warm-up epochs then cosine from 0.1, batch 128, L2 5e-4 on kernels, "
+               "label smoothing 0.1, reflect-pad-4 random crop + horizontal flip (a GPU probe of this recipe: issue 17)")
+
+
+def _resnet(name, widths, blocks, l2=5e-4):
+    """Plain CIFAR ResNet: 3x3 stem, basic blocks (conv-BN-ReLU x2 + shortcut), stride 2 at stages 2 and 3.
+
+    Int8-friendly on purpose: only Conv2D, BatchNorm (folded at export), ReLU, Add, global
+    average pooling and one Dense, all of which LiteRT/XNNPACK and onnxruntime run as fast kernels.
+    """
+    keras, L = _keras(), _keras().layers
+    reg = keras.regularizers.L2(l2)
+
+    def conv_bn(x, filters, stride=1, relu=True, kernel=3, tag=""):
+        x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg,
+                     kernel_initializer="he_normal", name=f"{tag}_conv")(x)
+        x = L.BatchNormalization(name=f"{tag}_bn")(x)
+        return L.ReLU(name=f"{tag}_relu")(x) if relu else x
+
+    inputs, x = _pixels_input()
+    x = conv_bn(x, widths[0], tag="stem")
+    for stage, (filters, n) in enumerate(zip(widths, blocks), 1):
+        for block in range(n):
+            stride = 2 if stage > 1 and block == 0 else 1
+            tag = f"s{stage}b{block + 1}"
+            shortcut = x
+            if stride != 1 or x.shape[-1] != filters:
+                shortcut = conv_bn(x, filters, stride, relu=False, kernel=1, tag=f"{tag}_proj")
+            y = conv_bn(x, filters, stride, tag=f"{tag}a")
+            y = conv_bn(y, filters, relu=False, tag=f"{tag}b")
+            x = L.ReLU(name=f"{tag}_out")(L.Add(name=f"{tag}_add")([shortcut, y]))
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.Dense(NUM_CLASSES, kernel_regularizer=reg, name="logits")(x)
+    outputs = L.Activation("softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model(
+    source="edgecifar: MLPerf Tiny's ResNet-8 (16/32/64 x 1 block) for CIFAR-10, our recipe",
+    recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(40, augment=True),),
+                  notes=_EDGE_NOTES, **_EDGE_RECIPE),
+)
+def resnet8(widths=(16, 32, 64), blocks=(1, 1, 1)):
+    """MLPerf Tiny ResNet-8: stem + 3 stages of one basic block, 16/32/64 filters, ~12.5 M MACs."""
+    return _resnet("resnet8", widths, blocks)
+
+
+@register_model(
+    source="edgecifar: ResNet-8 at 1.25x width (20/40/80 x 1 block), the edge model sized to 20 M MACs",
+    recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(50, augment=True),),
+                  notes=_EDGE_NOTES, **_EDGE_RECIPE),
+)
+def resnet8_w20(widths=(20, 40, 80), blocks=(1, 1, 1)):
+    """ResNet-8 widened to 20/40/80 filters: ~19.4 M MACs, ~122 k parameters."""
+    return _resnet("resnet8_w20", widths, blocks)
