@@ -112,8 +112,7 @@ def models_cmd(as_json):
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
 def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
     """Train MODEL (default: the default model) with its documented recipe and write a run directory."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from . import runs, zoo
+    from . import quiet, runs, zoo
 
     if model is None:
         model = zoo.DEFAULT_MODEL
@@ -121,6 +120,7 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
     zoo.model_info(model)  # unknown names fail here, before TensorFlow loads
     if resume and not run_dir:
         run_dir = runs.latest_unfinished(model, runs_dir)
+    quiet.import_tensorflow()
     from .train import train
 
     train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -133,8 +133,9 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive.")
 def evaluate_cmd(run, data_dir):
     """Test accuracy, per-class precision/recall/F1, confusion.png and misclassified.png for RUN (default: latest)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from . import runs
+    from . import quiet, runs
+
+    quiet.import_tensorflow()
     from .evaluate import evaluate
 
     evaluate(runs.resolve_run(run), data_dir=data_dir, echo=click.echo)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -43,8 +42,9 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     same Classifier the device uses, in its own process, at 1 thread and at all cores.
     Absolute times are machine-specific: the report leads with ratios.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .. import runs
+    from .. import quiet, runs
+
+    quiet.import_tensorflow()
     from . import report, runner
 
     if samples is not None and samples < 10:

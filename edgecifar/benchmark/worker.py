@@ -16,7 +16,6 @@ imports TensorFlow only for the Keras baseline.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
@@ -24,6 +23,7 @@ import traceback
 import numpy as np
 
 from ..errors import UserError
+from ..quiet import import_tensorflow
 from .rss import peak_rss_kb
 from .timing import Plan, measure
 
@@ -180,8 +180,9 @@ def run_keras(spec: dict) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(open(argv[0]).read())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if spec["format"] == "keras":
+            import_tensorflow()
         result = run_keras(spec) if spec["format"] == "keras" else run_artifact(spec)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,8 +32,9 @@ from .runtime import BACKENDS, KERNELS
 @click.option("--json", "json_lines", is_flag=True, help="One JSON line per frame on stdout (messages go to stderr).")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the annotated video (.mp4, .avi, .mkv, .mov).")
 @click.option("--show", is_flag=True, help="Show an annotated window (needs a display and non-headless OpenCV); q quits.")
-@click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG); HOST defaults to 127.0.0.1, use 0.0.0.0:PORT to reach it from another machine.")
-@click.option("--token", help="Access token for --serve (clients add ?token=...).")
+@click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG); HOST defaults to 127.0.0.1, use 0.0.0.0:PORT (with --token) to reach it from another machine.")
+@click.option("--token", help="Access token for --serve (clients add ?token=...); required when HOST is not loopback, "
+              "e.g. --token \"$(openssl rand -hex 16)\".")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N classified frames.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
 def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
@@ -59,9 +60,14 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, j
     from .runtime import Classifier
     from .sources import open_source
 
-    if token and not serve:
+    if token is not None and not serve:
         raise UserError("--token only applies to --serve; add --serve PORT")
-    serve_at = import_serve().parse_address(serve) if serve else None
+    serve_at = None
+    if serve:
+        # Before the model or the source is opened: a refused exposure should be instant and start nothing.
+        serve_mod = import_serve()
+        serve_at = serve_mod.parse_address(serve)
+        serve_mod.check_access(*serve_at, token)
     if show:
         check_display()  # before loading anything: a refusal should be instant
     info = sys.stderr if json_lines else sys.stdout

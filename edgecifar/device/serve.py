@@ -67,6 +67,20 @@ def parse_address(spec: str) -> tuple[str, int]:
     return host, port
 
 
+def check_access(host: str, port: int, token: str | None) -> None:
+    """Refuse what would expose the camera: an empty token, or a bind beyond loopback without a token.
+
+    Called by `edgecifar run` before the model or the source is opened, and again by LiveServer."""
+    if token is not None and not token.strip():
+        raise UserError("--token is empty; give a real secret, e.g. --token \"$(openssl rand -hex 16)\", "
+                        "or leave --token out on a loopback address")
+    if not token and not is_loopback(host):
+        shown = f"[{host}]" if ":" in host else host
+        raise UserError(f"--serve {shown}:{port} would let anyone on the network watch the camera without a token; "
+                        f"add --token \"$(openssl rand -hex 16)\", or bind to this machine only with "
+                        f"--serve 127.0.0.1:{port}")
+
+
 def is_loopback(host: str) -> bool:
     if host in _LOOPBACK_NAMES:
         return True
@@ -85,6 +99,7 @@ class LiveServer:
             raise UserError(f"stream frame rate cap must be positive, got {max_fps}")
         self.host = host or DEFAULT_HOST
         self.port = int(port)
+        check_access(self.host, self.port, token)
         self.token = token or None
         self.info = _page_info(info)
         self.max_fps = float(max_fps)
@@ -115,17 +130,16 @@ class LiveServer:
     def start(self) -> "LiveServer":
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         handler = _handler_for(self)
-        server_cls = type("_LiveHTTPServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+        server_cls = type("_LiveHTTPServer", (_QuietHTTPServer,), {"address_family": family, "echo": staticmethod(self._echo)})
         try:
             self._httpd = server_cls((self.host, self.port), handler)
         except OSError as e:
             raise UserError(f"cannot serve on {self.host}:{self.port} ({e.strerror or e}); "
                             "pick another port with --serve [HOST:]PORT (0 picks a free one)") from None
         self.port = self._httpd.server_address[1]
-        if not is_loopback(self.host):
-            exposure = ("every request must carry the token" if self.token else
-                        "anyone who can reach this machine can watch the camera; add --token SECRET")
-            self._echo(f"warning: live view bound to {self.host}:{self.port}, reachable beyond this machine; {exposure}")
+        if not is_loopback(self.host):  # check_access made sure there is a token
+            self._echo(f"warning: live view bound to {self.host}:{self.port}, reachable beyond this machine; "
+                       "every request must carry the token")
         for target, name in ((self._httpd.serve_forever, "live-http"), (self._encode_loop, "live-jpeg")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -237,6 +251,30 @@ class LiveServer:
         }
 
 
+# A viewer that hangs up mid-request (closed tab, dropped Wi-Fi, a port scanner) is routine, not an error.
+_CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError, socket.timeout)
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that stays silent when a client goes away and reports anything else in one line
+    (socketserver's default prints a full traceback to stderr for every failed request)."""
+
+    daemon_threads = True
+    echo = None
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, _CLIENT_GONE):
+            return
+        where = client_address[0] if isinstance(client_address, tuple) and client_address else "a client"
+        what = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+        line = f"warning: live view: request from {where} failed ({what})".replace("\n", " ")
+        try:
+            (self.echo or (lambda msg: print(msg, file=sys.stderr, flush=True)))(line)
+        except Exception:  # noqa: BLE001 - reporting must never take the server down
+            pass
+
+
 def _summary(recent: list) -> dict:
     """FPS and median per-stage latency over the last frames: one frame's numbers jump with every hiccup."""
     fps = None
@@ -284,6 +322,18 @@ def _handler_for(live: LiveServer):
         sys_version = ""
         protocol_version = "HTTP/1.1"
         timeout = 30  # seconds a stalled client may block its own thread before it is dropped
+
+        def handle(self):
+            try:
+                super().handle()
+            except _CLIENT_GONE:
+                self.close_connection = True  # the client hung up mid-request: nothing to answer
+
+        def finish(self):
+            try:
+                super().finish()  # flushes what is left for a client that may be gone
+            except _CLIENT_GONE:
+                pass
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             parts = urlsplit(self.path)
@@ -359,7 +409,7 @@ def _handler_for(live: LiveServer):
                     self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                                      % (BOUNDARY.encode(), len(jpeg)) + jpeg + b"\r\n")
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            except _CLIENT_GONE:
                 pass  # the viewer went away
             finally:
                 live._client_joined(-1)

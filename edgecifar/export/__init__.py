@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..device import metadata as meta_io
 from ..errors import UserError
+from ..quiet import import_tensorflow
 
 FORMATS = meta_io.FORMATS
 INT8_FORMATS = ("tflite_int8", "onnx_int8")
@@ -78,7 +79,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
     model_path = run if run.is_file() else run / "model.keras"
     run = run.parent if run.is_file() else run
     manifest = runs.read_manifest(run)
-    _quiet_tensorflow()
+    import_tensorflow()
     keras_model = runs.load_model(model_path)
     input_shape = _image_input_shape(keras_model, model_path)
     model_name = manifest.get("model") or keras_model.name
@@ -393,6 +394,3 @@ def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}"[:300] if not isinstance(e, UserError) else text[:300]
 
-
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

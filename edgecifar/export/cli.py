@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
@@ -46,8 +45,10 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype,
       edgecifar export runs/seed002_m1_cnn-... --fp16
       edgecifar export RUN --formats tflite_int8 --io int8 --check-samples 2000
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..quiet import import_tensorflow
     from . import export_run, select_formats
+
+    import_tensorflow()
 
     fmts = select_formats(formats, int8=int8, fp16=fp16)
     # Recorded at the top of the report so anyone can reproduce it exactly.

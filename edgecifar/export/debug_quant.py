@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import write_json, write_text
+from ..quiet import python_logs
 
 DEBUG_SAMPLES = 100
 SUSPECT_SQNR_DB = 20.0  # noise power above 1% of signal power
@@ -71,10 +72,11 @@ def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print,
 
     model = load_model(keras_model_path)
     with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
-        from .tflite_export import _quiet, saved_model  # the exporter's SavedModel step and log silencer
+        from ..quiet import native_stderr
+        from .tflite_export import saved_model  # the exporter's SavedModel step
 
         saved = saved_model(model, Path(tmp))
-        with _quiet():
+        with native_stderr():
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = dataset
@@ -210,7 +212,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     if float_source.suffix == ".keras":
         from ..runs import load_model
 
-        with onnx_export._quiet_logs():
+        with python_logs():
             float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("onnx_opset", 17)),
                                                     qdq_output)
     elif float_source.suffix == ".onnx":
@@ -223,7 +225,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
         tmp = Path(tmp)
         float_path, float_aug, qdq_aug = tmp / "float.onnx", tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
         onnx.save(float_proto, str(float_path))
-        with onnx_export._quiet_logs():
+        with python_logs():
             modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
             modify_model_output_intermediate_tensors(str(int8_onnx_path), str(qdq_aug))
             float_acts = collect_activations(str(float_aug), onnx_export.calibration_reader(images))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import re
 import tempfile
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..device.metadata import ONNX_KEY
+from ..quiet import python_logs
 from ..errors import UserError
 from ..files import atomic_path
 
@@ -81,7 +81,7 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
 
     opset = int(opset)
     model = load_model(Path(keras_model_path))
-    with _quiet_logs():
+    with python_logs():
         echo(f"    tf2onnx: Keras → ONNX opset {opset}")
         proto = keras_to_onnx(model, opset, OUTPUT_NAMES[(metadata.get("output") or {}).get("kind", "probabilities")])
         verify = calib_images[:VERIFY_IMAGES] if calib_images is not None else _probe_images(model)
@@ -192,7 +192,7 @@ def preprocessed_float(float_proto):
     with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
         src, pre = Path(tmp) / "float.onnx", Path(tmp) / "preprocessed.onnx"
         onnx.save(float_proto, str(src))
-        with _quiet_logs(), contextlib.redirect_stdout(io.StringIO()):
+        with python_logs(), contextlib.redirect_stdout(io.StringIO()):
             quant_pre_process(str(src), str(pre))
         return onnx.load(str(pre))
 
@@ -331,17 +331,3 @@ def _rename_value(graph, old: str, new: str) -> None:
     for value in [*graph.input, *graph.output, *graph.value_info]:
         if value.name == old:
             value.name = new
-
-
-@contextlib.contextmanager
-def _quiet_logs():
-    """tf2onnx and the quantizer log every rewrite at INFO/WARNING; keep only errors."""
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "root", "")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)

@@ -15,16 +15,12 @@ Settings chosen for the device, not for the newest runtime:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..files import atomic_path
+from ..quiet import native_stderr
 from .compat import tflite214_converter_settings
 
 KINDS = ("float32", "float16", "dynamic", "int8")
@@ -34,7 +30,7 @@ IO_DTYPES = ("uint8", "int8")
 def saved_model(keras_model, directory: Path) -> Path:
     """Keras 3 → SavedModel (the converter's most faithful input), quietly."""
     path = Path(directory) / "saved_model"
-    with _quiet():
+    with native_stderr():
         keras_model.export(str(path), format="tf_saved_model", verbose=False)
     return path
 
@@ -77,7 +73,7 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
         if not per_channel:
             conv._experimental_disable_per_channel = True
     tflite214_converter_settings(conv, kind)
-    with _quiet() as log:
+    with native_stderr() as log:
         try:
             return conv.convert()
         except Exception as e:
@@ -117,42 +113,3 @@ def write(model_bytes: bytes, path: Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(model_bytes)
     return path
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Divert the converter's native log lines (fd 2) and UserWarnings; keep them readable on failure.
-
-    stdout is left alone so calibration progress still reaches the user.
-    """
-    log = tempfile.TemporaryFile(mode="w+")
-    saved_err = None
-    try:
-        sys.stderr.flush()
-        saved_err = os.dup(2)
-        os.dup2(log.fileno(), 2)
-    except OSError:  # no real fd 2 (some embedded interpreters): just run unquietened
-        saved_err = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield _LogReader(log)
-    finally:
-        if saved_err is not None:
-            sys.stderr.flush()
-            os.dup2(saved_err, 2)
-            os.close(saved_err)
-        log.close()
-
-
-class _LogReader:
-    def __init__(self, f):
-        self.f = f
-
-    def read(self) -> str:
-        try:
-            self.f.flush()
-            self.f.seek(0)
-            return self.f.read()
-        except (OSError, ValueError):
-            return ""
