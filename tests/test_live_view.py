@@ -221,14 +221,14 @@ def test_routes_without_token_and_unknown_paths(live):
     assert fetch(base + "/nope")[0] == 404
 
 
-def test_binding_beyond_localhost_warns(live):
+def test_binding_beyond_localhost_needs_a_token_and_warns(live):
+    for token in (None, "", "  "):
+        with pytest.raises(UserError, match="--token"):
+            live(token=token, host="0.0.0.0")
     said = []
-    open_server = live(token=None, host="0.0.0.0", echo=said.append)
-    assert len(said) == 1 and "0.0.0.0" in said[0] and "--token" in said[0]
-    assert open_server.url == f"http://{socket.gethostname()}:{open_server.port}/"
-    said.clear()
     guarded = live(token=TOKEN, host="0.0.0.0", echo=said.append)
-    assert len(said) == 1 and "token" in said[0] and guarded.url.endswith(f"/?token={TOKEN}")
+    assert len(said) == 1 and "0.0.0.0" in said[0] and "token" in said[0]
+    assert guarded.url == f"http://{socket.gethostname()}:{guarded.port}/?token={TOKEN}"
     said.clear()
     live(token=None, host="127.0.0.1", echo=said.append)
     assert said == []
@@ -618,9 +618,10 @@ def test_five_stream_clients_cost_under_10_percent_fps(model, long_video, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("serve, url_host, warned", [("0", "127.0.0.1", False), ("0.0.0.0:0", socket.gethostname(), True)])
-def test_cli_binds_localhost_unless_told_otherwise(model, long_video, serve, url_host, warned):
-    res = run_cli("run", model, "--source", long_video, "--max-frames", "20", "--serve", serve)
+@pytest.mark.parametrize("serve, extra, url_host, warned", [
+    ("0", (), "127.0.0.1", False), ("0.0.0.0:0", ("--token", TOKEN), socket.gethostname(), True)])
+def test_cli_binds_localhost_unless_told_otherwise(model, long_video, serve, extra, url_host, warned):
+    res = run_cli("run", model, "--source", long_video, "--max-frames", "20", "--serve", serve, *extra)
     assert res.returncode == 0, res.stderr
     assert re.search(rf"live view: http://{re.escape(url_host)}:\d+/", res.stdout), res.stdout
     assert ("warning: live view bound to 0.0.0.0" in res.stderr) == warned, res.stderr
