@@ -67,17 +67,22 @@ def cli():
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models_cmd(as_json):
-    """List the model zoo: name, exact parameter count, source write-up and default recipe."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from . import zoo
+    """List the model zoo: name, exact parameter count, MACs per image, source write-up and default recipe.
+
+    \b
+    Examples:
+      edgecifar models
+      edgecifar models --json | jq '.[] | {name, params, macs}'
+    """
+    from . import zoo  # the registry only: no model is built and TensorFlow is not imported
 
     rows = []
     for name in zoo.list_models():
         info = zoo.model_info(name)
-        model = info.factory() if info.recipe.kind != "features" else info.factory(weights=None)
         rows.append({
             "name": name,
-            "params": int(model.count_params()),
+            "params": info.params,
+            "macs": info.macs,
             "documented_params": info.documented_params,
             "documented_test_accuracy": info.documented_test_accuracy,
             "source": info.source,
@@ -92,7 +97,8 @@ def models_cmd(as_json):
     for r in rows:
         star = " (default)" if r["default"] else ""
         doc = f", write-up: {r['documented_test_accuracy']}% test" if r["documented_test_accuracy"] else ""
-        click.echo(f"{r['name']}{star}\n    params  {r['params']:,}\n    source  {r['source']}\n    recipe  {r['recipe']}{doc}")
+        click.echo(f"{r['name']}{star}\n    params  {r['params']:,}   MACs  {r['macs'] / 1e6:,.1f} M per image\n"
+                   f"    source  {r['source']}\n    recipe  {r['recipe']}{doc}")
 
 
 @cli.command("train")

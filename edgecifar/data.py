@@ -44,6 +44,9 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle; pure, no side effects
+    # numpy >= 2 pickles arrays with protocol 5 as frombuffer(bytes, dtype).reshape(shape): pure too.
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
 }
 
 
@@ -99,7 +102,9 @@ def _unpickle(raw: bytes, name: str) -> dict:
         if "refusing" in str(e):
             raise UserError(f"{name}: {e}; this is not a CIFAR-10 batch file, replace it with the original") from None
         raise UserError(f"{name}: corrupt or truncated pickle ({e}); re-download CIFAR-10") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except MemoryError:
+        raise UserError(f"{name}: too large to unpickle; this is not a CIFAR-10 batch file, replace it with the original") from None
+    except Exception as e:  # a crafted or damaged pickle can raise anything (LookupError from _codecs, ...); none is a bug here
         raise UserError(f"{name}: corrupt or truncated batch ({type(e).__name__}); re-download CIFAR-10") from None
     if not isinstance(obj, dict):
         raise UserError(f"{name}: expected a dict, found {type(obj).__name__}; not a CIFAR-10 batch file")

@@ -27,11 +27,20 @@ STARTUP_NOISE = (
     re.compile(r"^I\d{4} [\d:.]+\s+\d+ port\.cc:\d+\] oneDNN custom operations are on\."),
     re.compile(r"^I\d{4} [\d:.]+\s+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
     re.compile(r"^To enable the following instructions: .* in other operations, rebuild TensorFlow"),
+    # LiteRT / tflite-runtime, on every interpreter that gets the default XNNPACK delegate.
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
 )
 
 
 def is_startup_noise(line: str) -> bool:
     return any(p.search(line) for p in STARTUP_NOISE)
+
+
+def replay(text: str) -> None:
+    """Print what a diverted stderr received, minus the known start-up noise."""
+    kept = [line for line in text.splitlines() if line.strip() and not is_startup_noise(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
 
 
 class LogReader:
@@ -99,6 +108,4 @@ def import_tensorflow() -> None:
             import keras  # noqa: F401  (imports tensorflow when it is installed, whatever the backend)
         finally:
             text = log.read()
-    kept = [line for line in text.splitlines() if line.strip() and not is_startup_noise(line)]
-    if kept:
-        print("\n".join(kept), file=sys.stderr)
+    replay(text)

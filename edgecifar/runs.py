@@ -123,9 +123,19 @@ def load_checkpoint(run_dir: Path):
         return 0, None
     import keras
 
-    epoch = json.loads(state.read_text())["epoch"]
-    model = keras.models.load_model(Path(run_dir) / CHECKPOINT / "last.keras")  # compiled, optimizer state included
-    return int(epoch), model
+    ckpt = Path(run_dir) / CHECKPOINT
+    fix = f"delete {ckpt} to start that run again, or train into a new run directory"
+    try:
+        epoch = json.loads(state.read_text())["epoch"]
+        if not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"epoch {epoch!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{state} is damaged ({type(e).__name__}); {fix}") from None
+    try:
+        model = keras.models.load_model(ckpt / "last.keras")  # compiled, optimizer state included
+    except Exception as e:  # keras raises many types for a truncated or foreign file
+        raise UserError(f"{ckpt / 'last.keras'} is not a loadable checkpoint ({type(e).__name__}); {fix}") from None
+    return epoch, model
 
 
 def finish(run_dir: Path) -> None:

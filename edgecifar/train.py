@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from .files import write_json
 VAL_SIZE = 5000  # stratified hold-out from the 50,000 training images (seeds validated on test: we don't)
 SHIFT = 0.1  # seed 003's width/height_shift_range
 EVAL_BATCH = 256
+PROGRESS_EVERY_S = 60  # inside an epoch, one progress line this often when output goes to a log (a terminal gets Keras' bar)
 PREPROCESSING = {
     "input": "RGB pixels, float32 0..255, 32x32, NHWC",
     "in_model": "Rescaling(1/255) is the model's first layer (transfer models: resize + backbone scaling)",
@@ -130,13 +133,24 @@ class AugmentedBatches(keras.utils.PyDataset):
 class EpochLog(keras.callbacks.Callback):
     """One progress line per epoch, history.csv appended, resumable checkpoint."""
 
-    def __init__(self, run_dir: Path, phase: int, total_epochs: int, echo, checkpoint_model=None):
+    def __init__(self, run_dir: Path, phase: int, total_epochs: int, echo, checkpoint_model=None, progress_lines=False):
         super().__init__()
         self.run_dir, self.phase, self.total, self.echo = run_dir, phase, total_epochs, echo
         self.checkpoint_model = checkpoint_model  # the whole model when only a part (a head) is being fitted
+        self.progress_lines = progress_lines
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_line = time.perf_counter()
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.progress_lines or time.perf_counter() - self.last_line < PROGRESS_EVERY_S:
+            return
+        self.last_line = time.perf_counter()
+        logs = logs or {}
+        steps = self.params.get("steps") or "?"
+        self.echo(f"  epoch {self.epoch}/{self.total}: step {batch + 1}/{steps}, {self.last_line - self.t0:.0f}s, "
+                  f"loss {float(logs.get('loss', float('nan'))):.4f} acc {float(logs.get('accuracy', float('nan'))):.4f}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -203,25 +217,36 @@ def train(
     backbone_weights=None,
     distribute: bool = False,
     echo=print,
+    progress_bar: bool | None = None,
 ) -> Path:
-    """Train `model_name` with its recipe (overridable) and return the run directory."""
+    """Train `model_name` with its recipe (overridable) and return the run directory.
+
+    progress_bar: Keras' bar inside each epoch (default: when stdout is a terminal); otherwise
+    a progress line every PROGRESS_EVERY_S seconds through `echo`, which reads well in a log file.
+    """
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty()
     info = zoo.model_info(model_name)
     recipe = info.recipe
     if lr is not None:
-        if lr <= 0:
-            raise UserError(f"--lr must be positive, got {lr}")
+        if not math.isfinite(lr) or lr <= 0:
+            raise UserError(f"--lr must be a positive number, got {lr}")
         recipe = dataclasses.replace(recipe, optimizer_args={**recipe.optimizer_args, "learning_rate": lr})
     phases = list(recipe.phases)
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {epochs}")
         phases = _scale_phases(phases, epochs)
-    batch_size = batch_size or recipe.batch_size
+    batch_size = recipe.batch_size if batch_size is None else batch_size
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     total_epochs = sum(p.epochs for p in phases)
     if limit is not None and limit < 20:
         raise UserError(f"--limit must be at least 20 images, got {limit}")
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {seed}")
+    if val_size < 0:
+        raise UserError(f"--val-size must be 0 or more, got {val_size}")
     if test_limit is not None and not 10 <= test_limit <= 10000:
         raise UserError(f"--test-limit must be between 10 and 10000, got {test_limit}")
     weights = None
@@ -236,6 +261,9 @@ def train(
     if limit is not None:
         train_split = cifar.Split(train_split.images[:limit], train_split.labels[:limit])
         val_size = min(val_size, max(10, limit // 10))
+    if len(train_split) - val_size < max(batch_size, 10):
+        raise UserError(f"--val-size {val_size} leaves {max(0, len(train_split) - val_size)} of {len(train_split)} images "
+                        f"to train on (fewer than one batch of {batch_size}); use a smaller --val-size")
     train_split, val_split = cifar.train_val_split(train_split, val_size, seed)
     echo(f"data: {ds.source} — train {len(train_split)}, validation {len(val_split)} (held out of train), test {len(ds.test)}")
 
@@ -279,15 +307,15 @@ def train(
         for number, phase in enumerate(phases, 1):
             end = start + phase.epochs
             if done_epochs < end:
-                callbacks = [EpochLog(run_dir, number, total_epochs, echo)]
+                callbacks = [EpochLog(run_dir, number, total_epochs, echo, progress_lines=not progress_bar)]
                 if phase.augment:
                     batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, seed + number,
                                                recipe.augmentation)
                     model.fit(batches, epochs=end, initial_epoch=max(start, done_epochs), validation_data=validation,
-                              callbacks=callbacks, verbose=0)
+                              callbacks=callbacks, verbose=int(progress_bar))
                 else:
                     model.fit(x_train, train_split.labels, batch_size=batch_size, epochs=end, initial_epoch=max(start, done_epochs),
-                              validation_data=validation, shuffle=True, callbacks=callbacks, verbose=0)
+                              validation_data=validation, shuffle=True, callbacks=callbacks, verbose=int(progress_bar))
             if number < len(phases) and done_epochs <= end and str(number) not in phase_results:
                 # A multi-phase write-up (seed 003) reports test accuracy after each phase: measure it too.
                 acc = split_accuracy(model, test)

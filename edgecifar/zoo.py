@@ -76,17 +76,26 @@ class ModelInfo:
     documented_params: int | None = None
     documented_test_accuracy: float | None = None  # percent, as the write-up reports it
     description: str = ""
+    # Exact cost of the built model, so `edgecifar models` lists it without importing TensorFlow;
+    # tests/test_zoo.py builds every model and checks both numbers.
+    params: int = 0
+    macs: int = 0  # multiply-accumulates per 32x32 image (count_macs)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 DEFAULT_MODEL = "seed002_m1_cnn"
 
 
-def register_model(*, source: str, recipe: Recipe, params: int | None = None, accuracy: float | None = None):
-    """Decorator: add a model factory to the zoo under its function name."""
+def register_model(*, source: str, recipe: Recipe, exact_params: int, macs: int, params: int | None = None,
+                   accuracy: float | None = None):
+    """Decorator: add a model factory to the zoo under its function name.
+
+    params/accuracy: what the write-up documents; exact_params/macs: what the built model has.
+    """
 
     def wrap(fn):
-        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, source, recipe, params, accuracy, (fn.__doc__ or "").strip())
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, source, recipe, params, accuracy, (fn.__doc__ or "").strip(),
+                                           exact_params, macs)
         return fn
 
     return wrap
@@ -133,6 +142,8 @@ def _pixels_input(name="pixels"):
                   "1e-4: 68.86 %, train 90 % as the write-up's 88 %; see benchmarks/results/training_notes.md)"),
     params=4_200_842,
     accuracy=69.39,
+    exact_params=4_200_842,
+    macs=5_084_160,
 )
 def seed000_shallow_cnn():
     """Conv32 3x3 → MaxPool → Flatten → Dense512 → Dropout 0.3 → Dense10."""
@@ -160,6 +171,8 @@ _DROPOUT_NOTE = "dropout rates unstated: 0.25 after conv blocks, 0.5 after Dense
                   "0/0 overfits: 59.56 %, 0.2/0.2: 65.52 % test; see benchmarks/results/training.md)"),
     params=181_162,
     accuracy=63.05,
+    exact_params=181_162,
+    macs=1_688_576,
 )
 def seed002_m1_cnn(dropout=(0.2, 0.2)):
     """Conv32 5x5/2 same → Conv32 5x5/2 valid → MaxPool → Dropout → Dense512 → Dropout → Dense10."""
@@ -187,6 +200,8 @@ def seed002_m1_cnn(dropout=(0.2, 0.2)):
                   "default 1e-3 diverges after epoch 9: 51.98 %, 1e-4: 71.23 %); batch size unstated: Keras default 32; " + _DROPOUT_NOTE),
     params=1_250_858,
     accuracy=71.91,
+    exact_params=1_250_858,
+    macs=20_741_120,
 )
 def seed002_m2_cnn():
     """(Conv32 same → Conv32 valid → MaxPool → Dropout) → same with 64 → Dense512 → Dropout → Dense10."""
@@ -222,6 +237,8 @@ def seed002_m2_cnn():
     ),
     params=4_210_090,
     accuracy=72.04,
+    exact_params=4_210_090,
+    macs=14_521_344,
 )
 def seed002_m3_cnn():
     """Conv32 same → Dropout → Conv32 same → MaxPool → Flatten → Dense512 → Dropout → Dense10, max-norm 3."""
@@ -252,6 +269,8 @@ def seed002_m3_cnn():
     ),
     params=2_397_226,
     accuracy=83.99,
+    exact_params=2_397_226,
+    macs=40_740_864,
 )
 def seed003_bn_cnn():
     """[Conv→BN]x2 → MaxPool for 32, 64, 128 filters → Flatten → Dropout 0.2 → Dense1024 → Dropout 0.2 → Dense10."""
@@ -279,6 +298,8 @@ _SEED004 = "seed 004: 'Image Classification' (MLP, CNN and transfer learning fro
     source=_SEED004 + ", MLP (layers undocumented: ours)",
     recipe=Recipe("adam", batch_size=64, phases=(Phase(20),), notes="the write-up names an MLP without layers or recipe: "
                   "Flatten → Dense512 → Dropout 0.2 → Dense256 → Dropout 0.2 → Dense10, Adam, batch 64, 20 epochs"),
+    exact_params=1_707_274,
+    macs=1_706_496,
 )
 def seed004_mlp():
     """MLP on raw pixels: Dense512 → Dense256 → Dense10 with dropout 0.2 (our design; the write-up gives none)."""
@@ -319,6 +340,8 @@ def _transfer(backbone_name, backbone, size, scale, offset, head_units, name):
     recipe=Recipe("adam", batch_size=64, phases=(Phase(15),), kind="features",
                   notes="ImageNet MobileNetV2 (alpha 0.35, no top, avg-pool) frozen at 96x96; features of the upscaled images "
                         "cached once; head Dropout 0.2 → Dense256 → Dropout 0.2 → Dense10 fitted with Adam"),
+    exact_params=740_714,
+    macs=10_984_368,
 )
 def seed004_mobilenetv2_transfer(weights=None, alpha: float = 0.35, size: int = 96):
     """Frozen ImageNet MobileNetV2 (alpha 0.35, 96 px) + dense head: the edge-sized transfer model."""
@@ -335,6 +358,8 @@ def seed004_mobilenetv2_transfer(weights=None, alpha: float = 0.35, size: int = 
     recipe=Recipe("adam", batch_size=64, phases=(Phase(10),), kind="features",
                   notes="as documented: frozen InceptionV3 (no top, avg-pool, 2048-d) at 299x299, features cached, "
                         "a Dense10 classification head; very slow on CPU"),
+    exact_params=21_823_274,
+    macs=5_711_188_576,
 )
 def seed004_inceptionv3_transfer(weights=None, size: int = 299):
     """Frozen ImageNet InceptionV3 at 299 px + Dense10 head, as the write-up documents (not edge-sized)."""
@@ -394,6 +419,8 @@ def _resnet(name, widths, blocks, l2=5e-4):
     source="edgecifar: MLPerf Tiny's ResNet-8 (16/32/64 x 1 block) for CIFAR-10, our recipe",
     recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(40, augment=True),),
                   notes=_EDGE_NOTES, **_EDGE_RECIPE),
+    exact_params=78_714,
+    macs=12_501_632,
 )
 def resnet8(widths=(16, 32, 64), blocks=(1, 1, 1)):
     """MLPerf Tiny ResNet-8: stem + 3 stages of one basic block, 16/32/64 filters, ~12.5 M MACs."""
@@ -404,7 +431,36 @@ def resnet8(widths=(16, 32, 64), blocks=(1, 1, 1)):
     source="edgecifar: ResNet-8 at 1.25x width (20/40/80 x 1 block), the edge model sized to 20 M MACs",
     recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(50, augment=True),),
                   notes=_EDGE_NOTES, **_EDGE_RECIPE),
+    exact_params=122_230,
+    macs=19_395_360,
 )
 def resnet8_w20(widths=(20, 40, 80), blocks=(1, 1, 1)):
     """ResNet-8 widened to 20/40/80 filters: ~19.4 M MACs, ~122 k parameters."""
     return _resnet("resnet8_w20", widths, blocks)
+
+
+# --- compute cost ------------------------------------------------------------------------------
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates per image of a built Keras model: Conv2D, DepthwiseConv2D and Dense.
+
+    BatchNorm folds into the convolution at export; pooling, activations and adds are not counted
+    (the MLPerf Tiny convention). Nested models (a transfer backbone) are walked.
+    """
+    import math
+
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if hasattr(layer, "layers"):  # a nested Model
+            total += count_macs(layer)
+        elif kind in ("Conv2D", "DepthwiseConv2D"):
+            out_h, out_w = layer.output.shape[1:3]
+            kh, kw = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            per_pixel = kh * kw * in_c * (layer.depth_multiplier if kind == "DepthwiseConv2D" else layer.filters // layer.groups)
+            total += out_h * out_w * per_pixel
+        elif kind == "Dense":
+            total += math.prod(layer.input.shape[1:]) * layer.units
+    return int(total)

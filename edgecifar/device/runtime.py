@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..quiet import native_stderr, replay
 from . import metadata as meta_io
 
 TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
@@ -118,8 +119,13 @@ class Classifier:
             resolvers = __import__(Interpreter.__module__, fromlist=["OpResolverType"]).OpResolverType
             extra["experimental_op_resolver_type"] = getattr(resolvers, _RESOLVERS[kernels])
         try:
-            self._interp = Interpreter(model_path=str(self.path), num_threads=threads, **extra)
-            self._interp.allocate_tensors()
+            with native_stderr() as log:  # LiteRT's C++ "Created ... XNNPACK delegate" line, on every load
+                try:
+                    self._interp = Interpreter(model_path=str(self.path), num_threads=threads, **extra)
+                    self._interp.allocate_tensors()
+                finally:
+                    text = log.read()
+            replay(text)
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError(f"{self.path}: {self.backend} cannot load it ({first}); re-export the model") from None
