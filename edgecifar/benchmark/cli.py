@@ -19,7 +19,7 @@ DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "thre
               help="Folder for report.md, results.csv, results.json, pareto.png, size.png.")
 @click.option("--samples", type=int, metavar="N", help="Evaluate on a stratified subset of N test images (default: all 10,000).")
 @click.option("--formats", help="Comma-separated subset of: keras, tflite_float32, tflite_float16, tflite_dynamic, "
-              "tflite_int8, onnx_float32, onnx_int8 (default: all).")
+              "tflite_int8, tflite_int8_full, onnx_float32, onnx_int8 (default: all that were exported).")
 @click.option("--threads", default=DEFAULTS["threads"], show_default=True, help="Thread settings to measure, e.g. 1,all or 1,2,4.")
 @click.option("--warmup", type=int, default=DEFAULTS["warmup"], show_default=True, help="Untimed warm-up runs before timing.")
 @click.option("--min-runs", type=int, default=DEFAULTS["min_runs"], show_default=True, help="Timed batch-1 runs, at least.")

@@ -19,7 +19,8 @@ LABELS = {
     "tflite_float32": "TFLite float32",
     "tflite_float16": "TFLite float16",
     "tflite_dynamic": "TFLite dynamic-range",
-    "tflite_int8": "TFLite int8",
+    "tflite_int8": "TFLite int8 (float head)",
+    "tflite_int8_full": "TFLite int8 (fully integer)",
     "onnx_float32": "ONNX float32",
     "onnx_int8": "ONNX int8 (QDQ)",
 }
@@ -261,7 +262,7 @@ def _verdicts(by_model: dict, t1: str, max_loss_pp: float = 1.0) -> list[str]:
 # --- plots ----------------------------------------------------------------------------------
 
 _COLORS = {"keras": "#444444", "keras_predict": "#999999", "tflite_float32": "#1f77b4", "tflite_float16": "#17becf",
-           "tflite_dynamic": "#2ca02c", "tflite_int8": "#d62728", "onnx_float32": "#9467bd", "onnx_int8": "#ff7f0e"}
+           "tflite_dynamic": "#2ca02c", "tflite_int8": "#d62728", "tflite_int8_full": "#8c564b", "onnx_float32": "#9467bd", "onnx_int8": "#ff7f0e"}
 _MARKERS = "osD^vP*X"
 
 

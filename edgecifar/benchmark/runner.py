@@ -30,8 +30,9 @@ def artifact_path(run_dir: Path, model: str, fmt: str) -> Path:
     """Where `edgecifar export` writes a format: RUN/export/<model>_<precision>.<tflite|onnx>."""
     if fmt == "keras":
         return run_dir / "model.keras"
-    family, precision = fmt.split("_", 1)
-    return run_dir / "export" / f"{model}_{precision}.{family}"
+    from ..export import artifact_name  # the exporter's own naming: one definition
+
+    return run_dir / "export" / artifact_name(model, fmt)
 
 
 def model_name(run_dir: Path) -> str:

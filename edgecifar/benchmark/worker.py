@@ -48,7 +48,7 @@ def run_artifact(spec: dict) -> dict:
 
     t = time.perf_counter()
     if spec["path"].endswith(".tflite"):
-        runtime._tflite_interpreter_class(None)  # import the runtime outside the timed load
+        runtime.tflite_interpreter_class(None)  # import the runtime outside the timed load
     else:
         import onnxruntime  # noqa: F401
     import_ms = (time.perf_counter() - t) * 1e3

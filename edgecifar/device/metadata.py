@@ -40,7 +40,7 @@ from ..errors import UserError
 SCHEMA = "edgecifar.artifact/1"
 ONNX_KEY = "edgecifar"
 OUTPUT_KINDS = ("probabilities", "logits")
-FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "onnx_float32", "onnx_int8")
+FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "tflite_int8_full", "onnx_float32", "onnx_int8")
 
 
 def sidecar_path(model_path) -> Path:

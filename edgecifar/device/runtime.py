@@ -54,7 +54,7 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def _tflite_interpreter_class(backend: str | None):
+def tflite_interpreter_class(backend: str | None):
     """(Interpreter class, backend name, version) for the first available TFLite runtime."""
     order = [backend] if backend else list(TFLITE_BACKENDS)
     missing = []
@@ -112,7 +112,7 @@ class Classifier:
     # --- opening ------------------------------------------------------------------------
 
     def _open_tflite(self, backend, threads, kernels):
-        Interpreter, self.backend, self.backend_version = _tflite_interpreter_class(backend)
+        Interpreter, self.backend, self.backend_version = tflite_interpreter_class(backend)
         extra = {}
         if kernels != "xnnpack":
             # OpResolverType lives beside Interpreter in every runtime (litert, tflite_runtime, tf.lite).
@@ -135,8 +135,8 @@ class Classifier:
         self.input_shape = tuple(int(d) for d in inp["shape"])
         self.input_dtype = np.dtype(inp["dtype"])
         self.output_dtype = np.dtype(out["dtype"])
-        self.input_quant = _quant(inp)
-        self.output_quant = _quant(out)
+        self.input_quant = tensor_quant(inp)
+        self.output_quant = tensor_quant(out)
         self.num_classes = int(out["shape"][-1])
         self._batch = self.input_shape[0]
         if self.backend == "tflite_runtime" and self._is_dynamic_range():
@@ -245,7 +245,7 @@ class Classifier:
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}
 
 
-def _quant(detail: dict):
+def tensor_quant(detail: dict):
     """(scale, zero_point) of a quantized TFLite tensor, else None."""
     if np.dtype(detail["dtype"]).kind not in "iu":
         return None

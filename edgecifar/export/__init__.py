@@ -24,18 +24,20 @@ from ..errors import UserError
 from ..quiet import import_tensorflow
 
 FORMATS = meta_io.FORMATS
-INT8_FORMATS = ("tflite_int8", "onnx_int8")
+# The fully integer TFLite (int8 output too) is for accelerators that need it: asked for by name only.
+DEFAULT_FORMATS = tuple(f for f in FORMATS if f != "tflite_int8_full")
+INT8_FORMATS = ("tflite_int8", "tflite_int8_full", "onnx_int8")
 FP16_FORMATS = ("tflite_float16",)
 
 
 def artifact_name(model: str, fmt: str) -> str:
-    """seed002_m1_cnn + tflite_int8 → seed002_m1_cnn_int8.tflite"""
+    """seed002_m1_cnn + tflite_int8 → seed002_m1_cnn_int8.tflite (tflite_int8_full → ..._int8_full.tflite)"""
     kind, precision = fmt.split("_", 1)
     return f"{model}_{precision}.{kind}"
 
 
 def select_formats(formats=None, int8: bool = False, fp16: bool = False) -> list[str]:
-    """--formats a,b (free choice), --int8, --fp16, combinable; none of them → every format."""
+    """--formats a,b (free choice), --int8, --fp16, combinable; none of them → every default format."""
     chosen = []
     if formats:
         names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
@@ -44,11 +46,11 @@ def select_formats(formats=None, int8: bool = False, fp16: bool = False) -> list
             raise UserError(f"unknown format(s) {', '.join(unknown) or '(empty list)'} in --formats; choose from {','.join(FORMATS)}")
         chosen += names
     if int8:
-        chosen += INT8_FORMATS
+        chosen += [f for f in INT8_FORMATS if f in DEFAULT_FORMATS]
     if fp16:
         chosen += FP16_FORMATS
     if not chosen:
-        chosen = list(FORMATS)
+        chosen = list(DEFAULT_FORMATS)
     return [f for f in FORMATS if f in chosen]  # canonical order, no duplicates
 
 
@@ -194,10 +196,12 @@ def _tflite(fmt, path, sources, calib, io_dtype, per_channel, metadata) -> dict:
     from . import tflite_export
 
     kind = fmt.split("_", 1)[1]
-    logits = kind == "int8"
+    logits = kind.startswith("int8")
     model_bytes = tflite_export.convert(sources.saved_model(logits), kind, calib, io_dtype, per_channel)
-    if kind == "int8" and (left := tflite_export.float_leftovers(model_bytes)):
+    if kind == "int8_full" and (left := tflite_export.float_leftovers(model_bytes)):
         raise RuntimeError(f"the int8 model is not integer end to end: {', '.join(left[:3])}")
+    if kind == "int8" and (floats := tflite_export.float_ops(model_bytes)) != ["DEQUANTIZE", "FULLY_CONNECTED"]:
+        raise RuntimeError(f"the int8 model should compute only its head in float, but has float ops {floats[:6]}")
     io = tflite_export.io_details(model_bytes)
     conversion = tflite_export.settings(kind, io_dtype, per_channel)
     if logits:

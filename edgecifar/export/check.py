@@ -23,6 +23,7 @@ BUDGETS_PP = {
     "tflite_float16": 0.1,
     "tflite_dynamic": 1.0,
     "tflite_int8": 1.0,
+    "tflite_int8_full": 1.0,
     "onnx_int8": 1.0,
 }
 PASSED, OVER_BUDGET, FAILED = "passed", "accuracy drop above budget", "failed"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Oldest TFLite runtime the exported artifacts must load in (tests/test_tflite_runtime_compat.py).
 OLDEST_RUNTIME = "tflite-runtime 2.14"
-MODES = ("float32", "float16", "dynamic", "int8")
+MODES = ("float32", "float16", "dynamic", "int8", "int8_full")
 
 
 def tflite214_converter_settings(converter, mode: str) -> dict:

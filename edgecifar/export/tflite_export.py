@@ -8,9 +8,15 @@ Settings chosen for the device, not for the newest runtime:
     * every format goes through compat.tflite214_converter_settings, which keeps the op
       versions loadable by tflite-runtime 2.14 (dynamic-range: per-tensor dense weights,
       FULLY_CONNECTED v9 instead of v12; conv stays per-channel).
-    * int8: TFLITE_BUILTINS_INT8 only, so conversion *fails* rather than leaving a float op
-      behind, and uint8 (default) or int8 input/output so the device feeds camera pixels
-      straight in: with calibration data spanning 0..255 the input scale is 1.0, i.e. lossless.
+    * int8 (the default int8 artifact): an int8 body fed uint8 camera pixels (scale 1, zero point
+      0: lossless) and a **float head**: the final Dense runs in float32 and outputs float logits.
+      An int8 output grid ties the two top classes on 2-8 % of images (argmax then takes the
+      lower index); float logits never tie. Made with the converter's own selective
+      quantization: calibrate, then quantize with the head's node denylisted (what
+      tf.lite.experimental.QuantizationDebugger's denylist does), then set the input to uint8.
+    * int8_full: TFLITE_BUILTINS_INT8 only, so conversion *fails* rather than leaving a float op
+      behind, uint8 (default) or int8 input *and* output: for accelerators and microcontrollers
+      that need integer end to end. Its report shows its ties.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ..files import atomic_path
 from ..quiet import native_stderr
 from .compat import tflite214_converter_settings
 
-KINDS = ("float32", "float16", "dynamic", "int8")
+KINDS = ("float32", "float16", "dynamic", "int8", "int8_full")
 IO_DTYPES = ("uint8", "int8")
 
 
@@ -43,10 +49,16 @@ def settings(kind: str, io_dtype: str = "uint8", per_channel: bool = True) -> di
     elif kind == "dynamic":
         s.update(optimizations=["DEFAULT"], dense_layers="per-tensor weights (FULLY_CONNECTED v9: loads in tflite-runtime 2.14)",
                  conv_layers="per-channel weights")
-    elif kind == "int8":
+    elif kind == "int8_full":
         s.update(optimizations=["DEFAULT"], supported_ops=["TFLITE_BUILTINS_INT8"], inference_input_type=io_dtype,
                  inference_output_type=io_dtype, representative_dataset="calibration set (see calibration)",
                  per_channel=bool(per_channel))
+    elif kind == "int8":
+        s.update(optimizations=["DEFAULT"], representative_dataset="calibration set (see calibration)",
+                 per_channel=bool(per_channel), inference_input_type=io_dtype, inference_output_type="float32",
+                 quantizer="calibrate only, then tensorflow.lite.python.convert.mlir_quantize with the final "
+                           "FULLY_CONNECTED denylisted, then util.modify_model_io_type",
+                 head="final Dense in float32 (DEQUANTIZE -> FULLY_CONNECTED): float logits, no ties")
     return s
 
 
@@ -62,6 +74,10 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
     elif kind == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif kind == "int8":
+        if calib is None:
+            raise ValueError("int8 conversion needs a calibration set")
+        return _float_head_int8(conv, calib, {"uint8": tf.uint8, "int8": tf.int8}[io_dtype], per_channel)
+    elif kind == "int8_full":
         if calib is None:
             raise ValueError("int8 conversion needs a calibration set")
         io = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
@@ -81,27 +97,81 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
             raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
 
 
+def _float_head_int8(conv, calib, input_type, per_channel: bool) -> bytes:
+    """int8 body, float32 final Dense: calibrate, quantize with the head denylisted, uint8 input.
+
+    These are the steps TFLiteConverter.convert() itself runs for full-integer models (calibrate,
+    mlir_quantize, modify_model_io_type), with the one argument its public API does not expose:
+    the denylisted node. Both LiteRT and tflite-runtime 2.14 load the result
+    (tests/test_tflite_runtime_compat.py).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tfl_convert
+    from tensorflow.lite.python import util as tfl_util
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = calib.tflite_representative_dataset
+    conv._experimental_calibrate_only = True
+    if not per_channel:
+        conv._experimental_disable_per_channel = True
+    tflite214_converter_settings(conv, "int8")
+    with native_stderr() as log:
+        try:
+            calibrated = conv.convert()
+            head = head_node(calibrated)
+            quantized = tfl_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=False,
+                                                  denylisted_nodes=[head])
+            return bytes(tfl_util.modify_model_io_type(quantized, input_type, tf.float32))
+        except Exception as e:
+            tail = " | ".join(line for line in log.read().splitlines()[-3:] if line.strip())
+            raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
+
+
+def head_node(model_bytes: bytes) -> str:
+    """Output tensor name of the model's last FULLY_CONNECTED op: the classifier head to keep in float."""
+    from ..device.runtime import tflite_interpreter_class
+
+    Interpreter, _, _ = tflite_interpreter_class(None)
+    interp = Interpreter(model_content=model_bytes)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    heads = [op for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    if not heads:
+        raise RuntimeError("no FULLY_CONNECTED op to keep in float: the model has no Dense classifier head")
+    return names[heads[-1]["outputs"][0]]
+
+
+def float_ops(model_bytes: bytes) -> list[str]:
+    """Ops of a model that compute in float (their output tensor is float), in graph order."""
+    from ..device.runtime import tflite_interpreter_class
+
+    Interpreter, _, _ = tflite_interpreter_class(None)
+    interp = Interpreter(model_content=model_bytes)
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+    return [op["op_name"] for op in interp._get_ops_details()
+            if any(dtypes[i].kind == "f" for i in op["outputs"] if i >= 0)]
+
+
 def io_details(model_bytes: bytes) -> dict:
     """Input/output dtype and (scale, zero_point) as the runtime itself reports them."""
-    from ..device.runtime import _quant, _tflite_interpreter_class
+    from ..device.runtime import tensor_quant, tflite_interpreter_class
 
-    Interpreter, _, _ = _tflite_interpreter_class(None)
+    Interpreter, _, _ = tflite_interpreter_class(None)
     interp = Interpreter(model_content=model_bytes)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     return {
         "input_shape": [int(d) for d in inp["shape"][1:]],
         "input_dtype": np.dtype(inp["dtype"]).name,
-        "input_quant": _quant(inp),
+        "input_quant": tensor_quant(inp),
         "output_dtype": np.dtype(out["dtype"]).name,
-        "output_quant": _quant(out),
+        "output_quant": tensor_quant(out),
     }
 
 
 def float_leftovers(model_bytes: bytes) -> list[str]:
     """Float tensors and DEQUANTIZE ops of a model that should be integer end to end ([] when it is)."""
-    from ..device.runtime import _tflite_interpreter_class
+    from ..device.runtime import tflite_interpreter_class
 
-    Interpreter, _, _ = _tflite_interpreter_class(None)
+    Interpreter, _, _ = tflite_interpreter_class(None)
     interp = Interpreter(model_content=model_bytes)
     found = [f"tensor {t['name']} ({np.dtype(t['dtype']).name})" for t in interp.get_tensor_details()
              if np.dtype(t["dtype"]).kind == "f"]
