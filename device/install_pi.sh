@@ -8,7 +8,9 @@
 #   --venv DIR        where the virtual environment goes (default: <repo>/venv)
 #   --no-picamera2    USB (V4L2) cameras only: skip python3-picamera2
 #   --service MODEL [SOURCE]  install device/edgecifar.service (SOURCE defaults to picamera2:lores)
-#   --args "..."      extra `edgecifar run` options for the service, e.g. "--threads 4 --serve 0.0.0.0:8080 --token S"
+#   --args "..."      extra `edgecifar run` options for the service, e.g. "--threads 4 --serve 0.0.0.0:8080"
+#   --token-file F    the live view's access token for the service, read from file F (never on a command line, where
+#                     `ps` shows it); stored as EDGECIFAR_TOKEN in /etc/default/edgecifar, mode 0600
 #   --spec SPEC       what pip installs (default: this checkout with the [device] extra)
 #
 # The venv is created with --system-site-packages because picamera2 and libcamera come from apt
@@ -24,6 +26,7 @@ PICAMERA2=1
 SERVICE_MODEL=""
 SERVICE_SOURCE="picamera2:lores"
 SERVICE_ARGS=""
+TOKEN_FILE=""
 SPEC="$REPO[device]"
 
 die() { echo "install_pi.sh: error: $*" >&2; exit 2; }
@@ -37,6 +40,7 @@ while [[ $# -gt 0 ]]; do
             SERVICE_MODEL="$(realpath -m "${2:?--service needs a model file}")"; shift 2
             if [[ $# -gt 0 && "$1" != --* ]]; then SERVICE_SOURCE="$1"; shift; fi ;;
         --args) SERVICE_ARGS="${2?--args needs a string}"; shift 2 ;;
+        --token-file) TOKEN_FILE="${2:?--token-file needs a file}"; [[ -r "$TOKEN_FILE" ]] || die "cannot read $TOKEN_FILE"; shift 2 ;;
         --spec) SPEC="${2:?--spec needs a pip requirement}"; shift 2 ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -109,8 +113,13 @@ if [[ -n "$SERVICE_MODEL" ]]; then
         -e "s#/home/pi/edgecifar/venv#$VENV#g" \
         -e "s#/home/pi/edgecifar#$REPO#g" \
         "$REPO/device/edgecifar.service" | sudo tee /etc/systemd/system/edgecifar.service >/dev/null
-    printf 'EDGECIFAR_MODEL=%s\nEDGECIFAR_SOURCE=%s\nEDGECIFAR_ARGS=%s\n' "$SERVICE_MODEL" "$SERVICE_SOURCE" "$SERVICE_ARGS" \
-        | sudo tee /etc/default/edgecifar >/dev/null
+    TOKEN_LINE=""
+    if [[ -n "$TOKEN_FILE" ]]; then
+        TOKEN_LINE="EDGECIFAR_TOKEN=$(tr -d '[:space:]' < "$TOKEN_FILE")"
+    fi
+    # 0600, root-owned: the file may hold the live view's token (systemd reads it as root).
+    printf 'EDGECIFAR_MODEL=%s\nEDGECIFAR_SOURCE=%s\nEDGECIFAR_ARGS=%s\n%s\n' "$SERVICE_MODEL" "$SERVICE_SOURCE" \
+        "$SERVICE_ARGS" "$TOKEN_LINE" | sudo install -m 600 -o root -g root /dev/stdin /etc/default/edgecifar
     sudo usermod -aG video "$USER_NAME"
     if [[ -d /run/systemd/system ]]; then
         sudo systemctl daemon-reload

@@ -14,7 +14,11 @@ from .errors import UserError
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The data is fsynced before the rename and the folder after it, so a power cut leaves either
+    the old file or the complete new one, never an empty one.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,10 +33,26 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     tmp = Path(tmp)
     try:
         yield tmp
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; free some disk space or choose another output "
+                        "directory (nothing was replaced)") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync(path) -> None:
+    """Flush a file's (or a folder's) data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and folders on some systems) do not support fsync: best effort
+    finally:
+        os.close(fd)
 
 
 def write_text(path, text: str) -> None:
@@ -41,10 +61,11 @@ def write_text(path, text: str) -> None:
 
 
 def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o):
+def json_default(o):
+    """json.dumps' `default` for numpy scalars and arrays and paths: the one JSON sanitiser."""
     import numpy as np
 
     if isinstance(o, np.generic):

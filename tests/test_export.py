@@ -17,13 +17,14 @@ import pytest
 from tests.conftest import run_cli
 
 CHECK = ["--check-samples", "500", "--calib-samples", "200"]
-TFLITE = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8")
+TFLITE = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "tflite_int8_full")
 ONNX = ("onnx_float32", "onnx_int8")
 NAMES = {
     "tflite_float32": "seed002_m1_cnn_float32.tflite",
     "tflite_float16": "seed002_m1_cnn_float16.tflite",
     "tflite_dynamic": "seed002_m1_cnn_dynamic.tflite",
     "tflite_int8": "seed002_m1_cnn_int8.tflite",
+    "tflite_int8_full": "seed002_m1_cnn_int8_full.tflite",
     "onnx_float32": "seed002_m1_cnn_float32.onnx",
     "onnx_int8": "seed002_m1_cnn_int8.onnx",
 }
@@ -39,9 +40,9 @@ def copy_run(src: Path, runs_dir: Path, name: str | None = None) -> Path:
 
 @pytest.fixture(scope="module")
 def full_export(tiny_run, tmp_path_factory):
-    """One export of every format; (run dir, completed process, report)."""
+    """One export of every format (the default ones and the fully integer TFLite); (run dir, completed process, report)."""
     run = copy_run(tiny_run, tmp_path_factory.mktemp("full"))
-    proc = run_cli("export", run, *CHECK)
+    proc = run_cli("export", run, *CHECK, "--formats", ",".join(NAMES))
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((run / "export" / "export_report.json").read_text())
     return run, proc, report
@@ -109,7 +110,7 @@ def test_export_writes_every_format_and_the_report(full_export):
     # Quantized artifacts are smaller.
     assert by_fmt["tflite_int8"]["size_bytes"] < by_fmt["tflite_float32"]["size_bytes"] / 3
     assert by_fmt["onnx_int8"]["size_bytes"] < by_fmt["onnx_float32"]["size_bytes"] / 3
-    for fmt in ("tflite_int8", "onnx_int8"):  # int8 is converted from the copy with centred logits
+    for fmt in ("tflite_int8", "tflite_int8_full", "onnx_int8"):  # int8 is converted from the copy with centred logits
         assert "mean over classes" in by_fmt[fmt]["conversion"]["logits"]
     assert report["check"]["samples"] == 500 and "stratified" in report["check"]["selection"]
     assert report["budgets_pp"]["tflite_int8"] == 1.0 and report["budgets_pp"]["tflite_float16"] == 0.1
@@ -121,20 +122,37 @@ def test_export_writes_every_format_and_the_report(full_export):
     assert "Saved artifact" not in proc.stdout and not list(out.glob(".*"))
 
 
-def test_int8_tflite_is_integer_only_with_uint8_io(full_export):
+def test_int8_full_tflite_is_integer_only_with_uint8_io(full_export):
     run, _, _ = full_export
-    interp = assert_integer_only(run / "export" / NAMES["tflite_int8"], "uint8")
+    interp = assert_integer_only(run / "export" / NAMES["tflite_int8_full"], "uint8")
     scale, zero = interp.get_input_details()[0]["quantization"]
     assert (scale, zero) == (1.0, 0), "calibration spans 0..255, so uint8 pixels should pass through unchanged"
 
 
+def test_default_int8_tflite_has_an_int8_body_and_a_float_head_without_ties(full_export):
+    """uint8 pixels in (scale 1), every op integer except DEQUANTIZE → FULLY_CONNECTED at the end, float logits out."""
+    run, _, report = full_export
+    interp = interpreter(run / "export" / NAMES["tflite_int8"])
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert np.dtype(inp["dtype"]) == np.uint8 and inp["quantization"] == (1.0, 0)
+    assert np.dtype(out["dtype"]) == np.float32
+    ops = [op["op_name"] for op in interp._get_ops_details()]
+    assert ops[-2:] == ["DEQUANTIZE", "FULLY_CONNECTED"], ops
+    body = interp._get_ops_details()[:-2]
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+    assert all(dtypes[i].kind in "iu" for op in body for i in op["outputs"] if i >= 0), "a float op inside the int8 body"
+    by_fmt = {a["format"]: a for a in report["artifacts"]}
+    assert by_fmt["tflite_int8"]["top1_ties"] == 0  # float logits cannot tie on a grid
+    assert by_fmt["tflite_int8"]["size_bytes"] < 1.1 * by_fmt["tflite_int8_full"]["size_bytes"]
+
+
 def test_int8_io_option(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    proc = run_cli("export", run, "--formats", "tflite_int8", "--io", "int8", "--check-samples", "200", "--calib-samples", "100")
+    proc = run_cli("export", run, "--formats", "tflite_int8_full", "--io", "int8", "--check-samples", "200", "--calib-samples", "100")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (run / "export").iterdir()) == sorted(
-        [NAMES["tflite_int8"], NAMES["tflite_int8"] + ".json", "export_report.json", "export_report.md"])
-    interp = assert_integer_only(run / "export" / NAMES["tflite_int8"], "int8")
+        [NAMES["tflite_int8_full"], NAMES["tflite_int8_full"] + ".json", "export_report.json", "export_report.md"])
+    interp = assert_integer_only(run / "export" / NAMES["tflite_int8_full"], "int8")
     assert interp.get_input_details()[0]["quantization"] == (1.0, -128)
 
 
@@ -164,7 +182,7 @@ def test_metadata_round_trips(full_export):
             for side, detail in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
                 assert meta[side]["dtype"] == np.dtype(detail["dtype"]).name
                 q = meta[side]["quantization"]
-                if fmt == "tflite_int8":
+                if np.dtype(detail["dtype"]).kind in "iu":
                     assert (q["scale"], q["zero_point"]) == pytest.approx(detail["quantization"])
                 else:
                     assert q is None and detail["dtype"] == np.float32
@@ -180,7 +198,7 @@ def test_int8_artifacts_output_logits_and_the_classifier_returns_probabilities(f
     assert ops[-1] != "SOFTMAX" and "SOFTMAX" not in ops, ops
     assert metadata.read(run / "export" / NAMES["onnx_int8"])["quantization"]["float_logits"] is True
     images = cifar.test.images[:200]
-    for fmt in ("tflite_int8", "onnx_int8"):
+    for fmt in ("tflite_int8", "tflite_int8_full", "onnx_int8"):
         clf = Classifier(run / "export" / NAMES[fmt])
         assert clf.output_kind == "logits"
         logits = clf.infer(clf.quantize_input(images)).astype(np.float32)
@@ -189,9 +207,82 @@ def test_int8_artifacts_output_logits_and_the_classifier_returns_probabilities(f
         np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
         assert np.array_equal(probs.argmax(1), logits.argmax(1))  # softmax keeps the order of the raw output
     assert Classifier(run / "export" / NAMES["tflite_float32"]).output_kind == "probabilities"
-    bare = tmp_path / "bare.tflite"  # no sidecar: the documented fallback is probabilities
-    shutil.copy2(run / "export" / NAMES["tflite_int8"], bare)
-    assert Classifier(bare).output_kind == "probabilities"
+
+
+
+def test_tflite_carries_its_metadata_so_the_sidecar_is_optional(full_export, cifar, tmp_path):
+    """A .tflite copied without its .json classifies exactly like the original (metadata inside the file)."""
+    from edgecifar.device import metadata
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.device.tflite_metadata import read_entry
+
+    run, _, _ = full_export
+    images = cifar.test.images[:300]
+    for fmt in TFLITE:
+        original = run / "export" / NAMES[fmt]
+        assert json.loads(read_entry(original)) == json.loads(metadata.sidecar_path(original).read_text())
+        bare = tmp_path / original.name
+        shutil.copy2(original, bare)
+        assert not metadata.sidecar_path(bare).exists()
+        with_sidecar, without = Classifier(original), Classifier(bare)
+        assert without.meta == with_sidecar.meta and without.class_names == with_sidecar.class_names
+        assert without.output_kind == with_sidecar.output_kind
+        np.testing.assert_array_equal(without.predict(images), with_sidecar.predict(images))
+
+
+def test_a_foreign_tflite_without_metadata_is_refused_in_one_line(full_export, tmp_path):
+    """No edgecifar metadata and a quantized output: its numbers are not probabilities, so refuse (exit 2)."""
+    from edgecifar.quiet import import_tensorflow
+
+    import_tensorflow()
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    run, _, _ = full_export
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray((run / "export" / NAMES["tflite_int8_full"]).read_bytes()))
+    model.metadata = [m for m in model.metadata if m.name not in (b"edgecifar", "edgecifar")]
+    foreign = tmp_path / "foreign.tflite"
+    foreign.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    assert isinstance(model, schema.ModelT)
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "cat.png"), np.full((32, 32, 3), 120, np.uint8))
+    proc = run_cli("run", foreign, "--source", photos)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "no edgecifar metadata" in err[0] and "Traceback" not in proc.stderr
+    # The user may still state the contract: then it runs.
+    names = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+    ok = run_cli("run", foreign, "--source", photos, "--classes", names, "--output-kind", "logits")
+    assert ok.returncode == 0 and "cat.png: " in ok.stdout, ok.stderr
+
+
+# --- a failed re-export keeps what was there -------------------------------------------------
+
+
+def test_failed_reexport_keeps_the_earlier_artifact_and_says_so(tiny_run, tmp_path):
+    """The new file is built and checked under a staged name; a failure leaves the old bytes and sidecar untouched."""
+    from edgecifar.export import staged_path
+    from edgecifar.files import sha256_file
+
+    run = copy_run(tiny_run, tmp_path)
+    args = ("export", run, "--formats", "tflite_float32", "--check-samples", "100")
+    assert run_cli(*args).returncode == 0
+    good = run / "export" / NAMES["tflite_float32"]
+    sidecar = good.with_name(good.name + ".json")
+    before = (sha256_file(good), sidecar.read_text())
+    report = json.loads((run / "export" / "export_report.json").read_text())
+    assert report["artifacts"][0]["sha256"] == before[0]  # the report names the bytes it checked
+    staged_path(good).mkdir()  # the staged file cannot be written: this re-export fails
+    proc = run_cli(*args)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "1 format(s) failed: tflite_float32" in proc.stderr
+    assert (sha256_file(good), sidecar.read_text()) == before
+    row = json.loads((run / "export" / "export_report.json").read_text())["artifacts"][0]
+    assert row["status"] == "failed" and row["path"] is None and row["previous_artifact_kept"] == str(good)
+    leftovers = [p.name for p in (run / "export").iterdir() if p.name.startswith(".") and p != staged_path(good)]
+    assert not leftovers, leftovers
 
 
 # --- bad input: one line, exit 2, nothing left behind --------------------------------------

@@ -165,7 +165,7 @@ def test_runner_warns_about_dynamic_range_on_tflite_runtime_only(exported, monke
         assert clf._is_dynamic_range() == (fmt == "tflite_dynamic"), fmt
         assert clf.caveat is None, fmt
     # The same models opened as tflite_runtime would be (its Interpreter has LiteRT's interface).
-    monkeypatch.setattr(runtime, "_tflite_interpreter_class", lambda backend: (Interpreter, "tflite_runtime", "2.14.0"))
+    monkeypatch.setattr(runtime, "tflite_interpreter_class", lambda backend: (Interpreter, "tflite_runtime", "2.14.0"))
     for fmt in TFLITE_FORMATS:
         clf = runtime.Classifier(exported[fmt], backend="tflite_runtime")
         assert clf.caveat == (runtime.DYNAMIC_RANGE_ON_TFLITE_RUNTIME if fmt == "tflite_dynamic" else None), fmt

@@ -26,6 +26,10 @@ from .runtime import BACKENDS, KERNELS
 @click.option("--kernels", type=click.Choice(KERNELS), default="xnnpack", show_default=True,
               help="TFLite kernels: xnnpack is fastest; reference (slowest) gives the same int8 outputs on x86 and ARM, "
                    "where xnnpack and builtin may differ by a quantization step.")
+@click.option("--classes", metavar="NAMES", help="Comma-separated class names, for a model without edgecifar metadata "
+              "(e.g. a .tflite from elsewhere); one per output.")
+@click.option("--output-kind", type=click.Choice(["probabilities", "logits"]), help="What a model without edgecifar "
+              "metadata outputs: probabilities, or logits (the softmax is then applied here).")
 @click.option("--top-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels reported per frame.")
 @click.option("--smooth", type=click.FloatRange(0.0, 1.0, max_open=True), metavar="ALPHA",
               help="Temporal smoothing: EMA of probabilities, ALPHA = weight of the past (e.g. 0.6). For cameras and videos.")
@@ -33,11 +37,11 @@ from .runtime import BACKENDS, KERNELS
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), help="Write the annotated video (.mp4, .avi, .mkv, .mov).")
 @click.option("--show", is_flag=True, help="Show an annotated window (needs a display and non-headless OpenCV); q quits.")
 @click.option("--serve", "serve", metavar="[HOST:]PORT", help="Live annotated view in a browser (MJPEG); HOST defaults to 127.0.0.1, use 0.0.0.0:PORT (with --token) to reach it from another machine.")
-@click.option("--token", help="Access token for --serve (clients add ?token=...); required when HOST is not loopback, "
+@click.option("--token", envvar="EDGECIFAR_TOKEN", show_envvar=True, help="Access token for --serve (clients add ?token=...); required when HOST is not loopback, "
               "e.g. --token \"$(openssl rand -hex 16)\".")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N classified frames.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this many seconds.")
-def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
+def run_cmd(model_file, source_spec, backend, threads, kernels, classes, output_kind, top_k, smooth, json_lines, save, show, serve, token, max_frames, duration):
     """Classify frames from SRC with MODEL_FILE (.tflite or .onnx from `edgecifar export`) and print the top-k.
 
     Without MODEL_FILE, the default model bundled with edgecifar is used (an int8 TFLite, see `edgecifar run --help`).
@@ -60,7 +64,8 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, j
     from .runtime import Classifier
     from .sources import open_source
 
-    if token is not None and not serve:
+    from_command_line = click.get_current_context().get_parameter_source("token") == click.core.ParameterSource.COMMANDLINE
+    if token is not None and not serve and from_command_line:  # $EDGECIFAR_TOKEN alone is just unused
         raise UserError("--token only applies to --serve; add --serve PORT")
     serve_at = None
     if serve:
@@ -75,8 +80,11 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, top_k, smooth, j
     if model_file is None:
         model_file = default_model()
         click.echo(f"no model given: using the bundled default model {model_file.name}", file=info)
-    clf = Classifier(model_file, backend=backend, threads=threads, kernels=kernels)
-    _check_metadata(clf)
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    if names is not None and not all(names):
+        raise UserError(f"--classes {classes!r}: an empty name; give comma-separated names, e.g. --classes cat,dog")
+    # Classifier enforces the artifact contract (class count, input size, quantization vs the model's tensors).
+    clf = Classifier(model_file, backend=backend, threads=threads, kernels=kernels, class_names=names, output_kind=output_kind)
     meta = clf.meta
     what = f"{meta.get('model', '?')} {meta.get('format', '')}".strip() if meta else "no edgecifar metadata: class indices as labels"
     click.echo(f"model: {clf.describe()} ({what})", file=info)
@@ -111,17 +119,3 @@ def default_model() -> Path:
         raise UserError(f"the bundled default model is missing from {path.parent}; reinstall edgecifar or pass MODEL_FILE")
     return path
 
-
-def _check_metadata(clf) -> None:
-    """A sidecar that disagrees with the model it sits beside is stale: refuse rather than mislabel."""
-    meta = clf.meta
-    if not meta:
-        return
-    names = meta.get("class_names") or []
-    if names and len(names) != clf.num_classes:
-        raise UserError(f"{clf.path}: metadata lists {len(names)} classes but the model outputs {clf.num_classes}; "
-                        "the sidecar is stale, re-export the model")
-    inp = meta.get("input") or {}
-    if inp.get("height") and inp.get("width") and (int(inp["height"]), int(inp["width"])) != clf.input_size:
-        raise UserError(f"{clf.path}: metadata says input {inp['height']}x{inp['width']} but the model takes "
-                        f"{clf.input_size[0]}x{clf.input_size[1]}; the sidecar is stale, re-export the model")

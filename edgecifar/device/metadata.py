@@ -1,7 +1,9 @@
 """The artifact contract: everything a device needs to use an exported model, and nothing else.
 
 Stored as JSON
-    * beside a .tflite file as ``<file>.json`` (sidecar manifest),
+    * inside a .tflite file as its ``edgecifar`` metadata entry (edgecifar.device.tflite_metadata),
+      with a readable copy beside it as ``<file>.json`` (sidecar; used only for files exported
+      before the metadata went inside),
     * inside a .onnx file as the ``edgecifar`` entry of ``metadata_props``.
 
 Schema ``edgecifar.artifact/1``::
@@ -49,10 +51,26 @@ def sidecar_path(model_path) -> Path:
 
 
 def read(model_path) -> dict:
-    """Metadata of an artifact: the sidecar for .tflite, metadata_props for .onnx. {} when absent."""
+    """Metadata of an artifact: inside the file (.tflite entry, .onnx metadata_props), else a .tflite's sidecar.
+
+    {} when there is none.
+    """
     model_path = Path(model_path)
     if model_path.suffix == ".onnx":
         return _read_onnx(model_path)
+    from .tflite_metadata import TFLiteFormatError, read_entry
+
+    try:
+        inside = read_entry(model_path)
+    except TFLiteFormatError as e:
+        raise UserError(f"{model_path}: not a valid .tflite file ({e}); re-export it") from None
+    except OSError as e:
+        raise UserError(f"{model_path}: cannot read it ({e.strerror})") from None
+    if inside is not None:
+        try:
+            return _checked(json.loads(inside.decode("utf-8")), model_path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{model_path}: corrupt edgecifar metadata inside the file ({e}); re-export it") from None
     side = sidecar_path(model_path)
     if not side.is_file():
         return {}

@@ -17,6 +17,7 @@ only cross-checked, so a stale sidecar cannot silently skew results.
 from __future__ import annotations
 
 import importlib.metadata as md
+import math
 import os
 from pathlib import Path
 
@@ -81,7 +82,10 @@ def tflite_interpreter_class(backend: str | None):
 
 
 class Classifier:
-    def __init__(self, path, backend: str | None = None, threads: int | None = None, kernels: str = "xnnpack"):
+    def __init__(self, path, backend: str | None = None, threads: int | None = None, kernels: str = "xnnpack",
+                 class_names: list[str] | None = None, output_kind: str | None = None):
+        """Open a model. class_names / output_kind: the user's own contract for a file without edgecifar metadata
+        (they override the metadata's when both are given)."""
         self.path = Path(path)
         if kernels not in KERNELS:
             raise UserError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
@@ -106,8 +110,38 @@ class Classifier:
             self._open_tflite(backend, threads, kernels)
         else:
             self._open_onnx(threads)  # reads the metadata from its own session: one load, not two
-        self.class_names = self.meta.get("class_names") or [str(i) for i in range(self.num_classes)]
-        self.output_kind = meta_io.output_kind(self.meta, self.path)
+        self.class_names = list(class_names or self.meta.get("class_names") or [str(i) for i in range(self.num_classes)])
+        self.output_kind = output_kind or meta_io.output_kind(self.meta, self.path)
+        self._given = bool(class_names) or output_kind is not None
+        self._unverified_probabilities = not self.meta and not self._given  # checked on the first outputs
+        self._check_contract()
+
+    def _check_contract(self) -> None:
+        """The artifact contract against the model's own tensors: a stale or foreign description is refused."""
+        where = self.path
+        if len(self.class_names) != self.num_classes:
+            raise UserError(f"{where}: {len(self.class_names)} class names for a model with {self.num_classes} outputs; "
+                            "re-export the model (or pass one name per output)")
+        if not self.meta:
+            if not self._given and (self.output_quant is not None or self.output_dtype.kind != "f"):
+                raise UserError(f"{where} has no edgecifar metadata and a quantized {self.output_dtype.name} output, which "
+                                "is not a probability vector; export it with `edgecifar export`, or pass --classes and --output-kind")
+            return
+        inp = self.meta.get("input") or {}
+        if inp.get("height") and inp.get("width") and (int(inp["height"]), int(inp["width"])) != self.input_size:
+            raise UserError(f"{where}: metadata says input {inp['height']}x{inp['width']} but the model takes "
+                            f"{self.input_size[0]}x{self.input_size[1]}; the metadata is stale, re-export the model")
+        if (inp.get("range", [0, 255]) != [0, 255] or float(inp.get("scale", 1.0)) != 1.0 or float(inp.get("offset", 0.0)) != 0.0):
+            raise UserError(f"{where}: metadata asks for input range {inp.get('range')} scale {inp.get('scale')} offset "
+                            f"{inp.get('offset')}; this runtime feeds raw 0..255 pixels (scale 1, offset 0): re-export the model")
+        for side, q in (("input", self.input_quant), ("output", self.output_quant)):
+            meta_q = (self.meta.get(side) or {}).get("quantization")
+            same = (meta_q is None and q is None) or (
+                meta_q is not None and q is not None and math.isclose(float(meta_q["scale"]), q[0], rel_tol=1e-6)
+                and int(meta_q["zero_point"]) == q[1])
+            if not same:
+                raise UserError(f"{where}: metadata says {side} quantization {meta_q} but the model's tensor has {q}; "
+                                "the metadata is stale, re-export the model")
 
     # --- opening ------------------------------------------------------------------------
 
@@ -219,6 +253,12 @@ class Classifier:
         if self.output_quant is not None:
             scale, zero = self.output_quant
             out = (out - zero) * scale
+        if self._unverified_probabilities:
+            # A foreign model without metadata: showing raw scores as percentages ("611 %") would mislead.
+            if out.size and (out.min() < -1e-4 or out.max() > 1 + 1e-4 or np.abs(out.sum(-1) - 1).max() > 1e-3):
+                raise UserError(f"{self.path} has no edgecifar metadata and its outputs are not probabilities (they do not "
+                                "sum to 1); pass --output-kind logits (and --classes), or export it with `edgecifar export`")
+            self._unverified_probabilities = False
         return softmax(out) if self.output_kind == "logits" else out
 
     def predict(self, rgb: np.ndarray, batch_size: int = 64) -> np.ndarray:

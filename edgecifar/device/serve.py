@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import UserError
+from ..files import json_default
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_FPS = 12.0
@@ -297,14 +298,6 @@ def _page_info(info: dict) -> dict:
             "source": info.pop("source", None), "classes": list(classes), **info}
 
 
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars from the runner
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _finite(value):
     """JSON has no NaN/Infinity (browsers reject them): make them null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -384,7 +377,7 @@ def _handler_for(live: LiveServer):
             })
 
         def _stats(self):
-            body = json.dumps(_finite(live.stats()), default=_json_default).encode()
+            body = json.dumps(_finite(live.stats()), default=json_default).encode()
             self._send(HTTPStatus.OK, body, "application/json")
 
         def _no_icon(self):

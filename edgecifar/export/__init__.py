@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..device import metadata as meta_io
 from ..errors import UserError
+from ..files import fsync
 from ..quiet import import_tensorflow
 
 FORMATS = meta_io.FORMATS
@@ -97,6 +98,9 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
     # 3. Output directory, proven writable before any conversion.
     out = Path(out_dir) if out_dir else run / "export"
     _ensure_writable(out)
+    # An old report must never describe bytes this run may replace: it goes first and comes back last.
+    for old in reporting.report_paths(out):
+        old.unlink(missing_ok=True)
 
     ref = checking.reference(keras_model, ds.test, check_samples, echo)
     source_model = {"sha256": sha256_file(model_path), "run": str(run),
@@ -122,13 +126,13 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
         for fmt in tflite_fmts:
             echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(model_name, fmt)
-            artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _tflite(
-                fmt, path, sources, calib, io_dtype, per_channel, metadata)))
+            artifacts.append(_one(fmt, path, ref, echo, lambda staged, fmt=fmt: _tflite(
+                fmt, staged, sources, calib, io_dtype, per_channel, metadata)))
         for fmt in onnx_fmts:
             echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(model_name, fmt)
-            artifacts.append(_one(fmt, path, ref, echo, lambda fmt=fmt, path=path: _onnx(
-                fmt, path, sources, calib, opset, per_channel, calib_method, metadata, echo)))
+            artifacts.append(_one(fmt, path, ref, echo, lambda staged, fmt=fmt: _onnx(
+                fmt, staged, sources, calib, opset, per_channel, calib_method, metadata, echo)))
         # 5. Optional quantization debugging, on the model the int8 artifacts were converted from.
         debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
 
@@ -166,26 +170,43 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
 # --- one format -------------------------------------------------------------------------
 
 
+def staged_path(path: Path) -> Path:
+    """Where a new artifact is built and checked before it replaces `path` (hidden, same folder: the rename is atomic)."""
+    return path.with_name(f".{path.stem}.staged{path.suffix}")
+
+
 def _one(fmt, path: Path, ref, echo, produce) -> dict:
-    """Produce one artifact and check it; any exception marks this format failed and removes its files."""
+    """Produce one artifact at a staged name, check it there, and only then rename it over `path`.
+
+    Any exception marks this format failed and removes the staged files: an earlier good artifact
+    at `path` (and its sidecar) is left exactly as it was, and the report says so.
+    """
     from . import check as checking
 
+    staged = staged_path(path)
     row = {"format": fmt, "path": str(path), "budget_pp": checking.BUDGETS_PP[fmt]}
     t0 = time.perf_counter()
     stage = "conversion"
     try:
-        row["conversion"] = produce()
+        row["conversion"] = produce(staged)
         row["convert_seconds"] = round(time.perf_counter() - t0, 2)
-        row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
-        echo(f"    wrote {path.name} ({path.stat().st_size / 1024:.0f} KiB)")
+        echo(f"    wrote {path.name} ({staged.stat().st_size / 1024:.0f} KiB)")
         stage = "check"
-        row.update(checking.check(path, fmt, ref, echo))
+        row.update(checking.check(staged, fmt, ref, echo))
+        stage = "install"
+        for src, dst in ((staged, path), (meta_io.sidecar_path(staged), meta_io.sidecar_path(path))):
+            if src.exists():
+                os.replace(src, dst)
+        fsync(path.parent)
+        row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
     except Exception as e:
-        for p in (path, meta_io.sidecar_path(path)):
+        for p in (staged, meta_io.sidecar_path(staged)):
             if p.exists():
                 p.unlink()
-        row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None)
-        echo(f"    {fmt} FAILED during {stage}: {_reason(e)}")
+        kept = path.is_file()
+        row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None,
+                   previous_artifact_kept=str(path) if kept else None)
+        echo(f"    {fmt} FAILED during {stage}: {_reason(e)}" + (f" (the earlier {path.name} is kept)" if kept else ""))
         return row
     echo(f"    {fmt}: top-1 {100 * row['accuracy']:.2f}% ({row['delta_pp']:+.2f} pp vs Keras, budget "
          f"{row['budget_pp']:g}), agreement {100 * row['agreement']:.2f}% — {row['status']}")
@@ -207,6 +228,7 @@ def _tflite(fmt, path, sources, calib, io_dtype, per_channel, metadata) -> dict:
     if logits:
         conversion["logits"] = sources.logits_how
     meta = metadata(fmt, io, conversion, sources.output_kind(logits))
+    model_bytes = tflite_export.embed_metadata(model_bytes, meta)  # self-describing: the sidecar is a readable copy
     tflite_export.write(model_bytes, path)
     meta_io.write_sidecar(path, meta)
     return conversion

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as cifar
+from ..files import sha256_file
 
 # Largest accepted top-1 drop vs Keras, in percentage points. Float32 should be bit-for-bit
 # close (one flipped image in 10,000 is 0.01 pp); float16 rounding may flip a borderline image;
@@ -98,6 +99,7 @@ def check(path: Path, fmt: str, ref: Reference, echo=print, budget_pp: float | N
         # with coarse integer outputs this is where quantization loses top-1 accuracy.
         "top1_ties": int((np.sort(probs, axis=1)[:, -1] == np.sort(probs, axis=1)[:, -2]).sum()),
         "size_bytes": Path(path).stat().st_size,
+        "sha256": sha256_file(path),  # the report describes exactly these bytes
         "runtime": clf.runtime,
         "input": f"{clf.input_dtype.name}" + (f" (scale {clf.input_quant[0]:.6g}, zero point {clf.input_quant[1]})" if clf.input_quant else ""),
         "samples": n,

@@ -57,7 +57,11 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype,
                         io_dtype=io_dtype, opset=opset, per_channel=per_channel, calib_method=calib_method,
                         max_drop=max_drop, debug_quant=debug_quant, echo=click.echo, runs_dir=runs_dir, out_dir=out_dir,
                         command=command)
-    if report["max_drop"] and report["max_drop"]["exceeded"]:
+    failed = [a["format"] for a in report["artifacts"] if a["status"] == "failed"]
+    if failed:
+        click.echo(f"edgecifar: error: {len(failed)} format(s) failed: {', '.join(failed)} (reasons in the report; "
+                   "earlier artifacts of those formats were kept)", err=True)
+    if failed or (report["max_drop"] and report["max_drop"]["exceeded"]):
         # SystemExit, not click's Exit: edgecifar.cli.main runs click non-standalone, where Exit codes are swallowed.
         sys.exit(1)
 

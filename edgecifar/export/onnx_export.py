@@ -275,13 +275,13 @@ def _checked(proto):
 
 
 def _set_metadata(proto, meta: dict) -> None:
-    from ..files import _json_default
+    from ..files import json_default
 
     for prop in list(proto.metadata_props):
         if prop.key == ONNX_KEY:
             proto.metadata_props.remove(prop)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_KEY, json.dumps(meta, default=_json_default)
+    entry.key, entry.value = ONNX_KEY, json.dumps(meta, default=json_default)
 
 
 _AUTO_SUFFIX = re.compile(r"__(\d+)")

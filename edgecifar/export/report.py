@@ -103,8 +103,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def report_paths(out_dir: Path) -> tuple[Path, Path]:
+    return Path(out_dir) / "export_report.json", Path(out_dir) / "export_report.md"
+
+
 def save(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    json_path, md_path = Path(out_dir) / "export_report.json", Path(out_dir) / "export_report.md"
+    json_path, md_path = report_paths(out_dir)
     write_json(json_path, report)
     write_text(md_path, markdown(report))
     return json_path, md_path

@@ -179,6 +179,29 @@ def float_leftovers(model_bytes: bytes) -> list[str]:
     return found
 
 
+def embed_metadata(model_bytes: bytes, meta: dict) -> bytes:
+    """The model with `meta` (edgecifar.device.metadata) as its "edgecifar" metadata entry, replacing an older one.
+
+    Tensors and ops are untouched; the device reads it back without TensorFlow
+    (edgecifar.device.tflite_metadata).
+    """
+    import json
+
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from ..device.tflite_metadata import METADATA_NAME
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def write(model_bytes: bytes, path: Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(model_bytes)
