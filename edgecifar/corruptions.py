@@ -16,7 +16,7 @@ whole suite fits in a few minutes on a small CPU, and takes them from CIFAR-10-C
     contrast          factor about the mean          0.75 / 0.4 / 0.15      1 / 3 / 5
     pixelate          downscale factor               0.95 / 0.85 / 0.65     1 / 3 / 5
     low_light         pixel factor                   0.6 / 0.4 / 0.25       (not in CIFAR-10-C)
-    camera_roundtrip  (capture side px, lens sigma)  (480,0) (448,0.3) (416,0.5)  (not in CIFAR-10-C)
+    camera_roundtrip  (capture side px, lens sigma)  (480,0) (512,0.3) (544,0.5)  (not in CIFAR-10-C)
 
 Deviations from make_cifar_c.py, all because this module is numpy + OpenCV only (it runs on the device):
     - results are rounded to uint8; CIFAR-10-C truncates (``np.uint8``), which darkens by half a level on average;
@@ -32,10 +32,12 @@ Deviations from make_cifar_c.py, all because this module is numpy + OpenCV only 
     - camera_roundtrip is this project's own: the image is upscaled (bilinear, as a screen or
       print shows it) to a square of ``capture side`` pixels centred in a black 640x480 frame, in
       OpenCV's BGR order, and goes through the device runner's own preprocessing
-      (``edgecifar.device.preprocess.frame_to_rgb``: centre crop, INTER_AREA down, BGR->RGB). A side
-      below 480 leaves a black margin inside the crop (the object held a little too far away);
-      the lens blur is applied before the upscale, at ``sigma`` CIFAR pixels (sigma x side/32 at
-      capture scale), which is the same blur for a linear upscale and ~200x cheaper than blurring the frame.
+      (``edgecifar.device.preprocess.frame_to_rgb``: centre crop, INTER_AREA down, BGR->RGB).
+      Side 480 fills the crop exactly; 512 and 544 are the object held 7 % and 13 % too close, so the
+      crop loses its outer 1 and 2 CIFAR pixels on each side (framing error; a margin of black instead
+      would test the black, not the camera). The lens blur is applied before the upscale, at ``sigma``
+      CIFAR pixels (sigma x side/32 at capture scale): the same blur for a linear upscale, and about
+      200x cheaper than blurring the frame.
 
 Every corruption is a function ``(images, severity, rng) -> images``; ``apply`` seeds ``rng`` from
 (seed, corruption name, severity), so a corrupted set is the same whatever else is generated.
@@ -64,7 +66,7 @@ JPEG_QUALITY = (80, 58, 40)
 LOW_LIGHT_FACTOR = (0.6, 0.4, 0.25)
 CONTRAST_FACTOR = (0.75, 0.4, 0.15)
 PIXELATE_FACTOR = (0.95, 0.85, 0.65)
-CAMERA = ((480, 0.0), (448, 0.3), (416, 0.5))  # (side of the image in the frame, lens blur sigma in CIFAR px)
+CAMERA = ((480, 0.0), (512, 0.3), (544, 0.5))  # (side of the image in the frame, lens blur sigma in CIFAR px)
 CAMERA_FRAME = (480, 640)  # (height, width): VGA, a Pi camera's and a webcam's usual 4:3 mode
 
 
@@ -206,14 +208,18 @@ def pixelate(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.
 # --- camera --------------------------------------------------------------------------------------
 
 def camera_frame(image: np.ndarray, side: int, frame_size: tuple[int, int] = CAMERA_FRAME) -> np.ndarray:
-    """An RGB image shown `side` pixels tall and wide in the middle of a black BGR camera frame."""
+    """An RGB image shown `side` pixels tall and wide in the middle of a black BGR camera frame;
+    what falls outside the frame (side above its height) is lost, as on a sensor."""
     import cv2
 
     fh, fw = frame_size
     frame = np.zeros((fh, fw, 3), np.uint8)
-    top, left = (fh - side) // 2, (fw - side) // 2
     # Bilinear: what a screen or a printer does to a small picture before the camera sees it.
-    frame[top:top + side, left:left + side] = cv2.resize(image[:, :, ::-1], (side, side), interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(image[:, :, ::-1], (side, side), interpolation=cv2.INTER_LINEAR)
+    top, left = (fh - side) // 2, (fw - side) // 2
+    h, w = min(side, fh), min(side, fw)
+    frame[max(top, 0):max(top, 0) + h, max(left, 0):max(left, 0) + w] = big[max(-top, 0):max(-top, 0) + h,
+                                                                           max(-left, 0):max(-left, 0) + w]
     return frame
 
 

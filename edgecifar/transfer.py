@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from .errors import UserError
-from .train import EpochLog
+from .fitting import EpochLog, make_loss, make_optimizer
 
 CACHE_ENV = "EDGECIFAR_CACHE"
 FEATURE_BATCH = 128
@@ -77,13 +77,15 @@ def features(model, images: np.ndarray, echo=print, label="images") -> np.ndarra
     return feats
 
 
-def fit_head(model, train_split, val_split, phases, batch_size, run_dir, seed, echo, total_epochs, done_epochs):
+def fit_head(model, recipe, train_split, val_split, batch_size, run_dir, echo, total_epochs, done_epochs):
+    """Fit the head on cached features with the recipe's own optimizer, learning rate and loss (--lr included)."""
     head = model.get_layer("head")
     f_train = features(model, train_split.images, echo, "train")
     validation = None
     if len(val_split):
         validation = (features(model, val_split.images, echo, "validation"), val_split.labels)
-    head.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    steps = max(1, -(-len(train_split) // batch_size))  # fit on arrays: ceil(N / batch) steps per epoch
+    head.compile(optimizer=make_optimizer(recipe, steps, total_epochs), loss=make_loss(recipe), metrics=["accuracy"])
     log = EpochLog(run_dir, 1, total_epochs, echo, checkpoint_model=model)
     head.fit(f_train, train_split.labels, batch_size=batch_size, epochs=total_epochs, initial_epoch=done_epochs,
              validation_data=validation, shuffle=True, callbacks=[log], verbose=0)

@@ -39,7 +39,7 @@ class Recipe:
     schedule: str = "constant"
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
-    # What an augmented phase does (train.AUGMENTATIONS): seed 003's shift, or pad-and-crop.
+    # What an augmented phase does (fitting.AUGMENTATIONS): seed 003's shift, or pad-and-crop.
     augmentation: str = "shift10_edge"
 
     @property

@@ -109,7 +109,7 @@ def test_accuracies_are_real(bench, exported_run, cifar):
     """Recompute two rows' top-1 independently: Keras in this process, int8 TFLite through the device Classifier."""
     from edgecifar import data, runs
     from edgecifar.device.runtime import Classifier
-    from edgecifar.train import predict_probs
+    from edgecifar.predict import predict_probs
 
     _, _, res = bench
     idx = data.stratified_indices(cifar.test.labels, SAMPLES, seed=0)

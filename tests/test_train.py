@@ -65,6 +65,26 @@ def test_transfer_reuses_cached_features(data_dir, tmp_path, monkeypatch):
     assert any(line.startswith("features: cached train") for line in lines)
 
 
+def test_transfer_training_honours_lr(data_dir, tmp_path, monkeypatch):
+    """--lr reaches the head's optimizer (it used to be a hard-coded Adam() that ignored it)."""
+    monkeypatch.setenv("EDGECIFAR_CACHE", str(tmp_path / "cache"))
+
+    def head_kernel(lr):
+        run = train("seed004_mobilenetv2_transfer", data_dir=data_dir, runs_dir=tmp_path / str(lr), epochs=1, limit=256,
+                    test_limit=100, lr=lr, backbone_weights=MOBILENET_035, echo=lambda *_: None)
+        head = runs.load_model(run / "model.keras").get_layer("head")
+        return np.concatenate([w.ravel() for w in head.get_weights()])
+
+    import keras
+
+    keras.utils.set_random_seed(0)  # what train() does before building the model with seed 0
+    initial = np.concatenate([w.ravel() for w in zoo.create_model(
+        "seed004_mobilenetv2_transfer", weights=str(MOBILENET_035)).get_layer("head").get_weights()])
+    frozen, moved = head_kernel(1e-12), head_kernel(1e-2)
+    assert np.abs(frozen - initial).max() < 1e-6  # a learning rate of 1e-12 leaves the head where it started
+    assert np.abs(moved - initial).max() > 1e-3
+
+
 def test_same_seed_same_result(data_dir, tmp_path):
     a = train("seed002_m1_cnn", data_dir=data_dir, runs_dir=tmp_path / "a", epochs=1, limit=512, test_limit=500, seed=3,
               echo=lambda *_: None)

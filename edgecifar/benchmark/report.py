@@ -215,7 +215,7 @@ def to_markdown(results: dict) -> str:
         f"(cap 60 s), cycling over {s['timing_images']} real test images; p50 / p90 / p99 of the per-call wall time. "
         f"FPS = 1000 / p50. Throughput: batch {s['batch']} where the format accepts it, images/s at p50.",
         "- Keras: each batch-1 path is tried briefly and the fastest is measured in full (named above); "
-        "`model.predict` is measured too, as tutorials call it. Keras accuracy uses `predict_on_batch` at batch 256, as training did.",
+        "`model.predict` is measured too, as tutorials call it. Keras accuracy uses `model.predict` at batch 256 (edgecifar.predict.predict_probs), as training did.",
         f"- Top-1 on {s['samples']:,} test images" + (" (stratified subset)" if s["samples"] < 10000 else " (the full test set)")
         + f", evaluated in the {tn}-thread process. Agreement = share of images where the format's top-1 class equals Keras's.",
         f"- Peak RSS: the worker process's peak resident memory (VmHWM, i.e. ru_maxrss without the parent's inherited peak) "

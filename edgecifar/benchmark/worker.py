@@ -162,7 +162,7 @@ def run_keras(spec: dict) -> dict:
 
     preds = None
     if spec.get("eval_images"):
-        from ..train import predict_probs  # the same call training used to report test accuracy
+        from ..predict import predict_probs  # the same call training used to report test accuracy
 
         preds = predict_probs(model, np.load(spec["eval_images"])).argmax(1)
     return {

@@ -55,7 +55,7 @@ def pick_test_subset(test: cifar.Split, check_samples: int | None, seed: int = 0
 
 
 def reference(keras_model, test: cifar.Split, check_samples: int | None, echo=print) -> Reference:
-    from ..train import predict_probs
+    from ..predict import predict_probs
 
     idx, subset = pick_test_subset(test, check_samples)
     images, labels = test.images[idx], test.labels[idx]

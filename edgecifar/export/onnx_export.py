@@ -21,7 +21,9 @@ VNNI (AVX2), onnxruntime's fused int8 kernels add pairs of 8-bit products in int
 measured on seed002_m1_cnn (per-channel), the fused model disagreed with the same QDQ graph run
 unfused on 21% of test images and lost 7 pp top-1. With 7-bit weights fused and unfused agree to
 one output step on every CPU, so the host's export check predicts the Pi (ARM kernels accumulate
-in int32 and never saturated); the measured top-1 cost of the lost bit was nil (60.1% both).
+in int32 and never saturated). The cost of the lost bit depends on the network: none measurable on
+seed002_m1_cnn (60.1 % both), but 10.35 pp on the depthwise MobileNetV2 transfer model
+(benchmarks/results/onnx_weight_bits_seed004_mobilenetv2_transfer.md).
 
 Metadata (edgecifar.device.metadata) goes into ``metadata_props["edgecifar"]`` as JSON.
 """
