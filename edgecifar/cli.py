@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 
 import click
 
-from . import __version__
+from . import __version__, defaults
 from .errors import UserError
 
 # name -> "module:attribute" of a click command
@@ -106,10 +105,11 @@ def models_cmd(as_json):
 @click.option("--epochs", type=int, help="Override the recipe's epoch count (phases keep their proportions).")
 @click.option("--batch-size", type=int, help="Override the recipe's batch size.")
 @click.option("--lr", type=float, help="Override the recipe's learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same result.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same result on the same CPU type (README: Reproducibility).")
 @click.option("--limit", type=int, help="Train on the first N training images only (quick runs).")
-@click.option("--test-limit", type=int, help="Evaluate on a stratified subset of N test images (quick runs).")
-@click.option("--val-size", type=int, default=5000, show_default=True, help="Validation images held out of the training split.")
+@click.option("--samples", "--test-limit", "test_limit", type=int, metavar="N",
+              help="Evaluate on a stratified subset of N test images (quick runs; --test-limit is the old name).")
+@click.option("--val-size", type=int, default=defaults.VAL_SIZE, show_default=True, help="Validation images held out of the training split.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA, ~/.keras/datasets, download).")
 @click.option("--runs-dir", type=click.Path(), help="Where run directories go (default ./runs or $EDGECIFAR_RUNS).")
 @click.option("--run-dir", type=click.Path(), help="Exact run directory; an interrupted run there resumes from its last epoch.")
@@ -117,21 +117,33 @@ def models_cmd(as_json):
 @click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
 def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
-    """Train MODEL (default: the default model) with its documented recipe and write a run directory."""
+    """Train MODEL (default: the default model) with its documented recipe and write a run directory.
+
+    \b
+    Examples:
+      edgecifar train                                  # the default model, its documented recipe
+      edgecifar train resnet8_w20                      # the edge model (see `edgecifar models`)
+      edgecifar train seed002_m1_cnn --epochs 3 --limit 5000 --samples 1000   # a quick look
+      edgecifar train seed003_bn_cnn --resume          # continue the latest interrupted run
+      nohup edgecifar train resnet8_w20 > train.log &  # a log gets a progress line a minute
+    """
     from . import quiet, runs, zoo
 
+    zoo.model_info(model or zoo.DEFAULT_MODEL)  # unknown names fail here, before TensorFlow loads
+    if importlib.util.find_spec("keras") is None:  # a device-only install: say so before anything else
+        raise UserError("`edgecifar train` needs Keras and TensorFlow; install them with: pip install 'edgecifar[train]'")
     if model is None:
         model = zoo.DEFAULT_MODEL
         click.echo(f"no model given: training the default model {model} (see `edgecifar models` for the others)")
-    zoo.model_info(model)  # unknown names fail here, before TensorFlow loads
     if resume and not run_dir:
         run_dir = runs.latest_unfinished(model, runs_dir)
     quiet.import_tensorflow()
     from .train import train
 
-    train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-          limit=limit, test_limit=test_limit, val_size=val_size, backbone_weights=backbone_weights, distribute=distribute, echo=click.echo)
-    click.echo("next: edgecifar evaluate  |  edgecifar export --int8")
+    done = train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
+                 seed=seed, limit=limit, test_limit=test_limit, val_size=val_size, backbone_weights=backbone_weights,
+                 distribute=distribute, echo=click.echo)
+    click.echo(f"next: edgecifar evaluate {done}  |  edgecifar export {done} --int8")
 
 
 @cli.command("evaluate")

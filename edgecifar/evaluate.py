@@ -45,7 +45,7 @@ def format_report(report: dict, accuracy: float) -> str:
 
 def evaluate(run, data_dir=None, echo=print) -> dict:
     from .plots import plot_confusion, plot_misclassified
-    from .train import predict_probs
+    from .predict import predict_probs
 
     run_dir = runs.resolve_run(run)
     model = runs.load_model(run_dir / "model.keras")

@@ -83,3 +83,27 @@ def sha256_file(path, chunk=1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def ensure_writable_dir(out, option: str = "--out") -> None:
+    """Create `out` (and parents) and prove a file can be written there, before any slow work starts.
+
+    Folders created for the probe are removed again when it fails, so nothing is left behind.
+    """
+    out = Path(out)
+    created = []
+    try:
+        for p in reversed([out, *out.parents]):
+            if not p.exists():
+                p.mkdir()
+                created.append(p)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for p in reversed(created):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise UserError(f"cannot write to output directory {out}: {e.strerror or e}; pass {option} to a writable folder") from None

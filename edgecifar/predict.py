@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import zoo
+from . import defaults, zoo
 
-EVAL_BATCH = 256
+EVAL_BATCH = defaults.EVAL_BATCH
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from . import data as cifar
-from . import runs, zoo
+from . import defaults, runs, zoo
 from .distribute import distribute_scope
 from .errors import UserError
 from .files import write_json
@@ -35,7 +35,7 @@ from .fitting import AugmentedBatches, EpochLog, make_loss, make_optimizer, trun
 from .predict import split_accuracy
 
 # --- hyper-parameters shared by every recipe ------------------------------------------------
-VAL_SIZE = 5000  # stratified hold-out from the 50,000 training images (seeds validated on test: we don't)
+VAL_SIZE = defaults.VAL_SIZE  # stratified hold-out of the training images (edgecifar/defaults.py)
 PREPROCESSING = {
     "input": "RGB pixels, float32 0..255, 32x32, NHWC",
     "in_model": "Rescaling(1/255) is the model's first layer (transfer models: resize + backbone scaling)",

@@ -43,7 +43,7 @@ def exported_run(tiny_run) -> Path:
 @pytest.fixture(scope="module")
 def bench(exported_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = run_cli("benchmark", exported_run, "--out", out, *FAST, "--floor", 0.0, timeout=900)
+    proc = run_cli("benchmark", exported_run, "--out", out, *FAST, "--floor", 0, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc, json.loads((out / "results.json").read_text())
 
@@ -151,9 +151,9 @@ def test_csv_and_report(bench):
 def test_floor_fails_and_compare_prints_change(bench, exported_run, tmp_path):
     out, _, _ = bench
     proc = run_cli("benchmark", exported_run, "--out", tmp_path / "again", *FAST, "--formats", "tflite_int8", "--threads", "1",
-                   "--floor", 1.0, "--compare", out / "results.json", timeout=600)
+                   "--floor", 100, "--compare", out / "results.json", timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "accuracy floor 1.0 not met" in proc.stderr and "seed002_m1_cnn tflite_int8: top-1" in proc.stderr
+    assert "accuracy floor 100 % not met" in proc.stderr and "seed002_m1_cnn tflite_int8: top-1" in proc.stderr
     # Same artifact, same images: the accuracy reproduces exactly.
     line = next(ln for ln in proc.stdout.splitlines() if "seed002_m1_cnn tflite_int8:" in ln)
     assert "(+0.00 pp)" in line and "p50@1" in line
@@ -173,10 +173,21 @@ def test_run_without_export_is_one_line_error(tiny_run, tmp_path):
 
 
 def test_bad_options_are_user_errors(tiny_run, tmp_path):
-    for args, words in ((["--floor", 60], "between 0 and 1"), (["--formats", "tflite_int4"], "unknown tflite_int4"),
+    for args, words in ((["--floor", 0.6], "--floor takes percent: --floor 60"), (["--formats", "tflite_int4"], "unknown tflite_int4"),
                         (["--threads", "x"], "not a thread count"), (["--samples", 3], "at least 10")):
         proc = run_cli("benchmark", tiny_run, "--out", tmp_path / "o", *args, timeout=120)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_unwritable_out_fails_before_measuring(exported_run, tmp_path):
+    """A --out that cannot be written is refused up front (it used to fail after every measurement had run)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_cli("benchmark", exported_run, "--out", blocker / "out", "--formats", "tflite_int8", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "cannot write to output directory" in err[0] and "--out" in err[0]
+    assert "measuring" not in proc.stdout.lower() and "[1/" not in proc.stdout
 
 
 def test_timing_loop_honours_runs_and_seconds():

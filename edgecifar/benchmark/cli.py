@@ -8,9 +8,12 @@ from pathlib import Path
 
 import click
 
+from .. import defaults
 from ..errors import UserError
+from ..files import ensure_writable_dir
 
-DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "threads": "1,all"}
+DEFAULTS = {"warmup": defaults.WARMUP, "min_runs": defaults.MIN_RUNS, "min_seconds": defaults.MIN_SECONDS,
+            "batch": defaults.THROUGHPUT_BATCH, "threads": defaults.BENCH_THREADS}
 
 
 @click.command("benchmark")
@@ -25,14 +28,15 @@ DEFAULTS = {"warmup": 10, "min_runs": 50, "min_seconds": 2.0, "batch": 64, "thre
 @click.option("--min-runs", type=int, default=DEFAULTS["min_runs"], show_default=True, help="Timed batch-1 runs, at least.")
 @click.option("--min-seconds", type=float, default=DEFAULTS["min_seconds"], show_default=True, help="Timed seconds per measurement, at least.")
 @click.option("--batch", type=int, default=DEFAULTS["batch"], show_default=True, help="Batch size for the throughput measurement.")
-@click.option("--floor", type=float, metavar="ACC", help="Exit with status 1 if any format's top-1 accuracy is below ACC (a fraction, e.g. 0.60), "
-              "or if any format is missing or failed.")
+@click.option("--floor", type=float, metavar="PERCENT", help="Exit with status 1 if any format's top-1 accuracy is below "
+              "PERCENT (e.g. 60 for 60 %), or if any format is missing or failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout (progress goes to stderr).")
 @click.option("--compare", "compare_path", metavar="OLD.json", type=click.Path(dir_okay=False), help="Print the change against an earlier results.json.")
 @click.option("--export", "do_export", is_flag=True, help="Run `edgecifar export` first for runs that have no export/ folder.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
 @click.option("--note", help="A sentence printed at the top of report.md (e.g. what is special about these runs).")
-def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, compare_path, do_export, data_dir,
-                  note):
+def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, as_json, compare_path,
+                  do_export, data_dir, note):
     """Measure accuracy, latency, throughput, size and memory of each RUN's Keras model and exported formats.
 
     Without RUN, the latest finished run is measured.
@@ -41,6 +45,13 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     Each format runs in its real runtime (LiteRT, onnxruntime, TensorFlow for Keras) through the
     same Classifier the device uses, in its own process, at 1 thread and at all cores.
     Absolute times are machine-specific: the report leads with ratios.
+
+    \b
+    Examples:
+      edgecifar benchmark                                   # the latest run, every exported format
+      edgecifar benchmark runs/resnet8_w20-* runs/seed003_bn_cnn-* --out bench/ --threads 1
+      edgecifar benchmark RUN --samples 2000 --floor 60     # quick CI gate: exit 1 below 60 % top-1
+      edgecifar benchmark RUN --json | jq '.rows[] | {format, top1: .accuracy.top1}'
     """
     from .. import quiet, runs
 
@@ -49,8 +60,11 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
 
     if samples is not None and samples < 10:
         raise UserError(f"--samples must be at least 10 (one image per class), got {samples}")
-    if floor is not None and not 0 <= floor <= 1:
-        raise UserError(f"--floor is a fraction of correct images, between 0 and 1 (e.g. 0.60), got {floor}")
+    if floor is not None and not (floor == 0 or 1 < floor <= 100):
+        # 0 < floor <= 1 is refused: it is almost surely a fraction from before --floor took percent.
+        hint = f"; a fraction? --floor takes percent: --floor {100 * floor:g}" if 0 < floor <= 1 else ""
+        raise UserError(f"--floor is a top-1 accuracy in percent, 0 or above 1 and at most 100 (e.g. 60), got {floor:g}{hint}")
+    echo = (lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo
     for name, value, low in (("--warmup", warmup, 0), ("--min-runs", min_runs, 1), ("--batch", batch, 1)):
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
@@ -66,7 +80,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
 
     if not runs_:
         runs_ = (str(runs.latest_run()),)  # like `edgecifar export`: right after train + export, no argument needed
-        click.echo(f"no RUN given: benchmarking the latest run {runs_[0]}")
+        echo(f"no RUN given: benchmarking the latest run {runs_[0]}")
     run_dirs = []
     for r in runs_:
         path = runs.resolve_run(r)
@@ -80,26 +94,29 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     for run_dir in unexported:
         from ..export import export_run
 
-        click.echo(f"exporting {run_dir} (no export/ yet) ...")
-        export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=click.echo)
+        echo(f"exporting {run_dir} (no export/ yet) ...")
+        export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=echo)
 
+    ensure_writable_dir(Path(out))  # before any measurement: a read-only --out must not waste the whole run
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
     command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note)
-    results = runner.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, click.echo, command)
+    results = runner.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, echo, command)
     results["user_note"] = note
     written = report.write_all(results, Path(out))
-    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+    echo(f"wrote {', '.join(str(p) for p in written)}")
     if old is not None:
-        click.echo("\n".join(report.compare(old, results)))
+        echo("\n".join(report.compare(old, results)))
+    if as_json:
+        click.echo(Path(out, "results.json").read_text().rstrip())
     if floor is not None:
-        bad = report.below_floor(results, floor)
+        bad = report.below_floor(results, floor / 100)
         if bad:
-            click.echo(f"edgecifar: accuracy floor {floor} not met by {len(bad)} format(s):", err=True)
+            click.echo(f"edgecifar: accuracy floor {floor:g} % not met by {len(bad)} format(s):", err=True)
             for line in bad:
                 click.echo(f"  {line}", err=True)
             # SystemExit, not click's Exit: with standalone_mode=False click returns Exit's code instead of exiting.
             sys.exit(1)
-        click.echo(f"accuracy floor {floor}: all {len(results['rows'])} formats pass")
+        echo(f"accuracy floor {floor:g} %: all {len(results['rows'])} formats pass")
 
 
 def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir, note) -> str:

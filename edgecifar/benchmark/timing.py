@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import defaults
+
 MAX_SECONDS = 60.0  # cap per measurement (benchmark_model caps at 150 s per model; we measure many cells)
 
 
 @dataclass(frozen=True)
 class Plan:
-    warmup: int = 10
-    min_runs: int = 50
+    warmup: int = defaults.WARMUP
+    min_runs: int = defaults.MIN_RUNS
     min_seconds: float = 2.0
     max_seconds: float = MAX_SECONDS
 

@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import defaults
 from ..device import metadata as meta_io
 from ..errors import UserError
-from ..files import fsync
+from ..files import ensure_writable_dir, fsync
 from ..quiet import import_tensorflow
 
 FORMATS = meta_io.FORMATS
@@ -55,8 +56,8 @@ def select_formats(formats=None, int8: bool = False, fp16: bool = False) -> list
     return [f for f in FORMATS if f in chosen]  # canonical order, no duplicates
 
 
-def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_samples: int | None = None, data_dir=None,
-               io_dtype: str = "uint8", opset: int = 17, per_channel: bool = True, calib_method: str = "minmax",
+def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_SAMPLES, check_samples: int | None = None,
+               data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
                max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
                command: str | None = None) -> dict:
     """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
@@ -97,7 +98,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = 500, check_sampl
 
     # 3. Output directory, proven writable before any conversion.
     out = Path(out_dir) if out_dir else run / "export"
-    _ensure_writable(out)
+    ensure_writable_dir(out, "--out")
     # An old report must never describe bytes this run may replace: it goes first and comes back last.
     for old in reporting.report_paths(out):
         old.unlink(missing_ok=True)
@@ -362,26 +363,6 @@ def _image_input_shape(model, path) -> tuple[int, int, int]:
     if len(out_shape) != 2:
         raise UserError(f"{path}: output shape {out_shape} is not (N, classes); export needs a classifier with a softmax output")
     return int(shape[1]), int(shape[2]), int(shape[3])
-
-
-def _ensure_writable(out: Path) -> None:
-    created = []
-    probe = None
-    try:
-        for p in reversed([out, *out.parents]):
-            if not p.exists():
-                p.mkdir()
-                created.append(p)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        for p in reversed(created):
-            try:
-                p.rmdir()
-            except OSError:
-                pass
-        raise UserError(f"cannot write to output directory {out}: {e.strerror or e}; pass --out to a writable folder") from None
 
 
 def _max_drop(artifacts, max_drop):

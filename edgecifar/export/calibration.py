@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import data as cifar
+from .. import defaults
 from ..errors import UserError
 
-DEFAULT_SAMPLES = 500
+DEFAULT_SAMPLES = defaults.CALIB_SAMPLES
 WARN_BELOW = 100
 PROGRESS_EVERY = 100
 

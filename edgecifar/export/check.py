@@ -13,20 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as cifar
+from .. import defaults
 from ..files import sha256_file
 
-# Largest accepted top-1 drop vs Keras, in percentage points. Float32 should be bit-for-bit
-# close (one flipped image in 10,000 is 0.01 pp); float16 rounding may flip a borderline image;
-# int8 and dynamic-range quantization genuinely cost accuracy, 1 pp is the usual ceiling.
-BUDGETS_PP = {
-    "tflite_float32": 0.01,
-    "onnx_float32": 0.01,
-    "tflite_float16": 0.1,
-    "tflite_dynamic": 1.0,
-    "tflite_int8": 1.0,
-    "tflite_int8_full": 1.0,
-    "onnx_int8": 1.0,
-}
+BUDGETS_PP = defaults.BUDGETS_PP  # per format, in pp (edgecifar/defaults.py says why)
 PASSED, OVER_BUDGET, FAILED = "passed", "accuracy drop above budget", "failed"
 BATCH = 250
 

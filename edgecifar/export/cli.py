@@ -7,32 +7,34 @@ import sys
 
 import click
 
+from .. import defaults
 from . import FORMATS
 
 
 @click.command("export")
 @click.argument("run", required=False, type=click.Path())
-@click.option("--int8", "int8", is_flag=True, help="Integer artifacts only: TFLite full-integer and ONNX QDQ int8.")
+@click.option("--int8", "int8", is_flag=True, help="The int8 artifacts: TFLite int8 (float head) and ONNX QDQ int8 (tflite_int8_full by --formats).")
 @click.option("--fp16", is_flag=True, help="Float16 TFLite only.")
 @click.option("--formats", metavar="LIST",
               help=f"Comma-separated formats, any of: {', '.join(FORMATS)} (default: all; adds to --int8/--fp16).")
-@click.option("--calib-samples", type=int, default=500, show_default=True,
+@click.option("--calib-samples", type=int, default=defaults.CALIB_SAMPLES, show_default=True,
               help="Calibration images, stratified from the training split (never test).")
-@click.option("--check-samples", type=int,
-              help="Check on a class-stratified subset of N test images (default: all 10,000).")
+@click.option("--samples", "--check-samples", "check_samples", type=int, metavar="N",
+              help="Check on a class-stratified subset of N test images (default: all 10,000; --check-samples is the old name).")
+@click.option("--json", "as_json", is_flag=True, help="Print export_report.json on stdout (progress goes to stderr).")
 @click.option("--io", "io_dtype", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
               help="Input/output dtype of the int8 TFLite model.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight quantization granularity.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="ONNX calibration method (the TFLite converter uses min/max).")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=defaults.ONNX_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--max-drop", type=float, metavar="PP",
               help="Exit with status 1 when an int8 artifact's top-1 is more than PP points below Keras (or it failed).")
 @click.option("--debug-quant", is_flag=True, help="Also write per-layer quantization error reports for the int8 artifacts.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
 @click.option("--runs-dir", type=click.Path(), help="Where to look for the latest run when RUN is left out.")
 @click.option("--out", "out_dir", type=click.Path(), help="Output folder (default RUN/export).")
-def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype, per_channel, calib_method, opset,
+def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, io_dtype, per_channel, calib_method, opset,
                max_drop, debug_quant, data_dir, runs_dir, out_dir):
     """Export RUN (default: the latest finished run) to TFLite and ONNX, calibrated and checked.
 
@@ -43,7 +45,8 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype,
     Examples:
       edgecifar export --int8                       # latest run, int8 TFLite + ONNX
       edgecifar export runs/seed002_m1_cnn-... --fp16
-      edgecifar export RUN --formats tflite_int8 --io int8 --check-samples 2000
+      edgecifar export RUN --formats tflite_int8_full --io int8 --samples 2000
+      edgecifar export RUN --json > report.json
     """
     from ..quiet import import_tensorflow
     from . import export_run, select_formats
@@ -55,8 +58,14 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, io_dtype,
     command = "edgecifar " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
     report = export_run(run, formats=fmts, calib_samples=calib_samples, check_samples=check_samples, data_dir=data_dir,
                         io_dtype=io_dtype, opset=opset, per_channel=per_channel, calib_method=calib_method,
-                        max_drop=max_drop, debug_quant=debug_quant, echo=click.echo, runs_dir=runs_dir, out_dir=out_dir,
-                        command=command)
+                        max_drop=max_drop, debug_quant=debug_quant, runs_dir=runs_dir, out_dir=out_dir, command=command,
+                        echo=(lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo)
+    if as_json:
+        import json
+
+        from ..files import json_default
+
+        click.echo(json.dumps(report, indent=2, default=json_default))
     failed = [a["format"] for a in report["artifacts"] if a["status"] == "failed"]
     if failed:
         click.echo(f"edgecifar: error: {len(failed)} format(s) failed: {', '.join(failed)} (reasons in the report; "
