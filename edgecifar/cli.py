@@ -149,14 +149,35 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
 @cli.command("evaluate")
 @click.argument("run", required=False, type=click.Path())
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive.")
-def evaluate_cmd(run, data_dir):
-    """Test accuracy, per-class precision/recall/F1, confusion.png and misclassified.png for RUN (default: latest)."""
+@click.option("--corruptions", is_flag=True,
+              help="Run the corruption suite instead (blur, noise, JPEG, low light, contrast, pixelate, camera round "
+                   "trip; 3 severities each): writes corruptions.json/.csv/.md/.png into RUN.")
+@click.option("--samples", type=int, default=None, metavar="N",
+              help="With --corruptions: a class-stratified subset of this many test images (default: all 10,000).")
+@click.option("--seed", type=int, default=None, metavar="N", help="With --corruptions: seed of the subset and of the noise (default 0).")
+def evaluate_cmd(run, data_dir, corruptions, samples, seed):
+    """Test accuracy, per-class precision/recall/F1, confusion.png and misclassified.png for RUN (default: latest).
+
+    With --corruptions: top-1 per corruption and severity, and the mean corruption accuracy (mCA).
+    """
     from . import quiet, runs
 
+    if not corruptions and (samples is not None or seed is not None):
+        raise UserError(f"{'--samples' if samples is not None else '--seed'} applies to the corruption suite; add --corruptions")
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples {samples} is out of range; pass 1 to 10000 (or leave it out for the whole test set)")
+    if seed is not None and seed < 0:
+        raise UserError(f"--seed {seed} is negative; pass 0 or a positive integer")
+    run_dir = runs.resolve_run(run)  # a wrong path fails here, before TensorFlow loads
     quiet.import_tensorflow()
+    if corruptions:
+        from .evaluate import evaluate_corruptions
+
+        evaluate_corruptions(run_dir, data_dir=data_dir, samples=samples, seed=seed or 0, echo=click.echo)
+        return
     from .evaluate import evaluate
 
-    evaluate(runs.resolve_run(run), data_dir=data_dir, echo=click.echo)
+    evaluate(run_dir, data_dir=data_dir, echo=click.echo)
 
 
 def main(argv=None):

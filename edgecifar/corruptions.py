@@ -4,21 +4,24 @@ After Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common 
 Perturbations" (ICLR 2019), whose CIFAR parameters are in hendrycks/robustness
 ``ImageNet-C/create_c/make_cifar_c.py``. That paper uses five levels; this suite keeps three so the
 whole suite fits in a few minutes on a small CPU, and takes them from CIFAR-10-C levels 1, 3 and 5
-(mild, middle, worst) wherever CIFAR-10-C has the corruption:
+(mild, middle, worst) wherever CIFAR-10-C has the corruption. For gaussian_blur, defocus_blur and
+contrast, level 1 left the bundled 84 % int8 model's accuracy within 0.1 pp of clean on the full
+test set (a severity that measures nothing, and that a 1,000-image subset can even score above
+clean), so their severity 1 is level 2:
 
     corruption        parameter                      severity 1 / 2 / 3     CIFAR-10-C levels
-    gaussian_blur     sigma (px)                     0.4 / 0.7 / 1.0        1 / 3 / 5
-    defocus_blur      (disk radius, alias sigma)     (0.3,0.4) (0.5,0.6) (1.5,0.1)   1 / 3 / 5
+    gaussian_blur     sigma (px)                     0.6 / 0.7 / 1.0        2 / 3 / 5
+    defocus_blur      (disk radius, alias sigma)     (0.4,0.5) (0.5,0.6) (1.5,0.1)   2 / 3 / 5
     motion_blur       (radius, sigma), angle U(-45,45)  (6,1) (6,2) (9,2.5)  1 / 3 / 5
     gaussian_noise    sigma (fraction of 255)        0.04 / 0.08 / 0.10     1 / 3 / 5
     shot_noise        photons at full scale          500 / 100 / 50         1 / 3 / 5
     jpeg              quality (4:2:0 chroma)         80 / 58 / 40           1 / 3 / 5
-    contrast          factor about the mean          0.75 / 0.4 / 0.15      1 / 3 / 5
+    contrast          factor about the mean          0.5 / 0.4 / 0.15       2 / 3 / 5
     pixelate          downscale factor               0.95 / 0.85 / 0.65     1 / 3 / 5
     low_light         pixel factor                   0.6 / 0.4 / 0.25       (not in CIFAR-10-C)
     camera_roundtrip  (capture side px, lens sigma)  (480,0) (512,0.3) (544,0.5)  (not in CIFAR-10-C)
 
-Deviations from make_cifar_c.py, all because this module is numpy + OpenCV only (it runs on the device):
+Deviations from make_cifar_c.py (this module is numpy + OpenCV only, so that it runs on the device):
     - results are rounded to uint8; CIFAR-10-C truncates (``np.uint8``), which darkens by half a level on average;
     - gaussian_blur: ``cv2.GaussianBlur`` with skimage's kernel radius (round(4 sigma)) and edge mode
       (replicate) in place of ``skimage.filters.gaussian``: the same filter up to float rounding;
@@ -53,21 +56,31 @@ import numpy as np
 from .errors import UserError
 
 SEVERITIES = (1, 2, 3)
-# Our severity -> the CIFAR-10-C level whose parameters it uses (where the corruption is in CIFAR-10-C).
-CIFAR10C_LEVEL = {1: 1, 2: 3, 3: 5}
 
-GAUSSIAN_BLUR_SIGMA = (0.4, 0.7, 1.0)
-DEFOCUS = ((0.3, 0.4), (0.5, 0.6), (1.5, 0.1))  # (disk radius, anti-alias sigma)
+GAUSSIAN_BLUR_SIGMA = (0.6, 0.7, 1.0)
+DEFOCUS = ((0.4, 0.5), (0.5, 0.6), (1.5, 0.1))  # (disk radius, anti-alias sigma)
 MOTION = ((6, 1.0), (6, 2.0), (9, 2.5))  # (radius, sigma) of ImageMagick's motion blur
 MOTION_ANGLE = 45.0  # degrees: the blur direction is uniform in [-45, 45], as in CIFAR-10-C
 GAUSSIAN_NOISE_SIGMA = (0.04, 0.08, 0.10)  # fraction of full scale
 SHOT_NOISE_PHOTONS = (500, 100, 50)  # photons a full-scale pixel collects: fewer = noisier
 JPEG_QUALITY = (80, 58, 40)
 LOW_LIGHT_FACTOR = (0.6, 0.4, 0.25)
-CONTRAST_FACTOR = (0.75, 0.4, 0.15)
+CONTRAST_FACTOR = (0.5, 0.4, 0.15)
 PIXELATE_FACTOR = (0.95, 0.85, 0.65)
 CAMERA = ((480, 0.0), (512, 0.3), (544, 0.5))  # (side of the image in the frame, lens blur sigma in CIFAR px)
 CAMERA_FRAME = (480, 640)  # (height, width): VGA, a Pi camera's and a webcam's usual 4:3 mode
+# Each corruption's parameter per severity, for reports.
+PARAMETERS = {
+    "gaussian_blur": GAUSSIAN_BLUR_SIGMA, "defocus_blur": DEFOCUS, "motion_blur": MOTION,
+    "gaussian_noise": GAUSSIAN_NOISE_SIGMA, "shot_noise": SHOT_NOISE_PHOTONS, "jpeg": JPEG_QUALITY,
+    "low_light": LOW_LIGHT_FACTOR, "contrast": CONTRAST_FACTOR, "pixelate": PIXELATE_FACTOR, "camera_roundtrip": CAMERA,
+}
+# The CIFAR-10-C level each severity's parameters come from (None: not a CIFAR-10-C corruption), for reports.
+CIFAR10C_LEVELS = {
+    "gaussian_blur": (2, 3, 5), "defocus_blur": (2, 3, 5), "motion_blur": (1, 3, 5), "gaussian_noise": (1, 3, 5),
+    "shot_noise": (1, 3, 5), "jpeg": (1, 3, 5), "low_light": None, "contrast": (2, 3, 5), "pixelate": (1, 3, 5),
+    "camera_roundtrip": None,
+}
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import data as cifar
 from . import runs
+from .errors import UserError
 from .files import write_json
 
 
@@ -68,4 +69,196 @@ def evaluate(run, data_dir=None, echo=print) -> dict:
               "data_fingerprint": ds.fingerprint}
     write_json(run_dir / "evaluation.json", result)
     echo(f"wrote {run_dir}/confusion.png, misclassified.png, evaluation.json")
+    return result
+
+
+# --- corruption suite (issue 16) ------------------------------------------------------------------
+
+MCA_DEFINITION = ("mCA (mean corruption accuracy) = the mean over corruptions of each corruption's top-1 averaged "
+                  "over its severities; every corruption and every severity weighs the same")
+CORRUPTION_REPORTS = ("corruptions.json", "corruptions.csv", "corruptions.md", "corruptions.png")
+
+
+def top1(predict, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(predict(images)).argmax(1) == labels).mean())
+
+
+def mean_corruption_accuracy(accuracy: dict[str, dict]) -> tuple[dict[str, float], float]:
+    """({corruption: mean over its severities}, mCA) from {corruption: {severity: top-1}}."""
+    means = {name: float(np.mean(list(by_severity.values()))) for name, by_severity in accuracy.items()}
+    return means, float(np.mean(list(means.values())))
+
+
+def corruption_accuracy(predict, images: np.ndarray, labels: np.ndarray, names=None, severities=None, seed: int = 0,
+                        echo=None) -> dict:
+    """Top-1 of `predict` (uint8 RGB NHWC images -> class probabilities) on the clean images and on every
+    corruption x severity of edgecifar.corruptions. Any model fits: a Keras model through predict_probs, an
+    exported artifact through edgecifar.device.runtime.Classifier(path).predict.
+
+    Generation and prediction are timed apart: the first is the suite's cost, the second the model's.
+    """
+    import time
+
+    from . import corruptions
+
+    names, severities = corruptions.check_names(names), corruptions.check_severities(severities)
+    t = time.perf_counter()
+    clean = top1(predict, images, labels)
+    predict_s, generate_s = time.perf_counter() - t, 0.0
+    accuracy = {name: {} for name in names}
+    generate_by = dict.fromkeys(names, 0.0)  # per corruption: shows which one to make faster
+    sets = corruptions.corrupted_test_sets(images, names, severities, seed)
+    while True:
+        t = time.perf_counter()
+        item = next(sets, None)
+        dt = time.perf_counter() - t
+        generate_s += dt
+        if item is None:
+            break
+        name, severity, corrupted = item
+        generate_by[name] += dt
+        t = time.perf_counter()
+        accuracy[name][str(severity)] = top1(predict, corrupted, labels)  # str: JSON object keys
+        predict_s += time.perf_counter() - t
+        if echo and severity == severities[-1]:
+            echo(f"  {name:<17} " + "  ".join(f"s{s} {100 * accuracy[name][str(s)]:5.1f}%" for s in severities))
+    means, mca = mean_corruption_accuracy(accuracy)
+    return {
+        "clean_accuracy": clean,
+        "mca": mca,
+        "mca_definition": MCA_DEFINITION,
+        "corruption_mean": means,
+        "accuracy": accuracy,
+        "samples": int(len(labels)),
+        "seed": seed,
+        "severities": list(severities),
+        "parameters": {name: corruptions.PARAMETERS[name] for name in names},
+        "cifar10c_levels": {name: corruptions.CIFAR10C_LEVELS[name] for name in names},
+        "seconds": {"generate": generate_s, "predict": predict_s, "generate_by_corruption": generate_by},
+    }
+
+
+def corruption_csv(result: dict) -> str:
+    """One row per (corruption, severity), plus clean, each corruption's mean and the mCA: easy to plot or diff."""
+    rows = ["corruption,severity,top1", f"clean,0,{result['clean_accuracy']:.6f}"]
+    for name, by_severity in result["accuracy"].items():
+        rows += [f"{name},{s},{acc:.6f}" for s, acc in by_severity.items()]
+        rows.append(f"{name},mean,{result['corruption_mean'][name]:.6f}")
+    rows.append(f"mCA,mean,{result['mca']:.6f}")
+    return "\n".join(rows) + "\n"
+
+
+def corruption_markdown(result: dict, title: str, command: str, notes: list[str] = ()) -> str:
+    sev = result["severities"]
+    clean = 100 * result["clean_accuracy"]
+    lines = [f"# Corruption accuracy: {title}", "", f"Regenerate: `{command}`", "",
+             f"**clean top-1 {clean:.2f} %, mCA {100 * result['mca']:.2f} %** on {result['samples']:,} test images "
+             f"(corruption seed {result['seed']}). {MCA_DEFINITION}.", "",
+             "Corruptions: `edgecifar/corruptions.py` (CIFAR-10-C style, Hendrycks & Dietterich 2019; its docstring "
+             "gives every parameter and where it deviates). Severity 1 is the mildest; the CIFAR-10-C column names "
+             "the level each severity's parameters come from.", *notes, "",
+             "| corruption | CIFAR-10-C levels | " + " | ".join(f"severity {s}" for s in sev) + " | mean | mean − clean (pp) |",
+             "|---|---|" + "---:|" * (len(sev) + 2)]
+    for name, by_severity in result["accuracy"].items():
+        levels = result["cifar10c_levels"].get(name)
+        level_text = ", ".join(map(str, levels)) if levels else "(own)"
+        mean = 100 * result["corruption_mean"][name]
+        cells = " | ".join(f"{100 * by_severity[str(s)]:.2f}" for s in sev)
+        lines.append(f"| {name} | {level_text} | {cells} | {mean:.2f} | {mean - clean:+.2f} |")
+    blank = " | " * len(sev)
+    lines.append(f"| **mCA** | |{blank}**{100 * result['mca']:.2f}** | {100 * result['mca'] - clean:+.2f} |")
+    seconds = result.get("seconds")
+    if seconds:
+        lines += ["", f"Time: generating the corrupted sets {seconds['generate']:.1f} s, predicting "
+                      f"(clean + {len(result['accuracy']) * len(sev)} sets) {seconds['predict']:.1f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_corruptions(result: dict, path, title: str) -> None:
+    """Grouped bars: top-1 per corruption and severity on a 0-100 % axis, clean and mCA as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a training box or a Pi
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+
+    names, sev = list(result["accuracy"]), result["severities"]
+    x = np.arange(len(names))
+    width = 0.8 / len(sev)
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    colors = plt.cm.viridis(np.linspace(0.15, 0.85, len(sev)))
+    for k, (s, color) in enumerate(zip(sev, colors)):
+        heights = [100 * result["accuracy"][n][str(s)] for n in names]
+        label = f"severity {s}" + (" (mildest)" if k == 0 else " (worst)" if k == len(sev) - 1 else "")
+        ax.bar(x + (k - (len(sev) - 1) / 2) * width, heights, width, label=label, color=color)
+    ax.axhline(100 * result["clean_accuracy"], color="black", ls="--", lw=1.2,
+               label=f"clean {100 * result['clean_accuracy']:.1f} %")
+    ax.axhline(100 * result["mca"], color="tab:red", ls=":", lw=1.5, label=f"mCA {100 * result['mca']:.1f} %")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(f"top-1 accuracy (%) on {result['samples']:,} test images")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=len(sev) + 2)  # off the bars
+    ax.set_title(title)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def write_corruption_reports(result: dict, out_dir, title: str, command: str, stem: str = "corruptions",
+                             notes: list[str] = ()) -> list:
+    """STEM.json, STEM.csv, STEM.md and STEM.png in out_dir; returns their paths."""
+    from pathlib import Path
+
+    from .files import write_text
+
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{stem}.{ext}" for ext in ("json", "csv", "md", "png")]
+    write_json(paths[0], {"title": title, "command": command, **result})
+    write_text(paths[1], corruption_csv(result))
+    write_text(paths[2], corruption_markdown(result, title, command, notes))
+    plot_corruptions(result, paths[3], f"{title}: top-1 under corruptions")
+    return paths
+
+
+def relative(path) -> str:
+    """A path as written in reports and commands: relative to the working directory, never machine-absolute."""
+    import os
+
+    return os.path.relpath(path)
+
+
+def corruption_subset(split, samples: int | None, seed: int):
+    """The test images and labels the suite runs on: all of them, or a class-stratified subset."""
+    if samples is None:
+        return split.images, split.labels
+    if not 1 <= samples <= len(split):
+        raise UserError(f"--samples {samples} is out of range; pass 1 to {len(split)} (or leave it out for the whole test set)")
+    idx = cifar.stratified_indices(split.labels, samples, seed)
+    return split.images[idx], split.labels[idx]
+
+
+def evaluate_corruptions(run, data_dir=None, samples: int | None = None, seed: int = 0, names=None, echo=print) -> dict:
+    """The corruption suite on RUN's Keras model; writes corruptions.{json,csv,md,png} into the run directory."""
+    from pathlib import Path
+
+    from .predict import predict_probs
+
+    path = Path(runs.resolve_run(run))
+    model_path, run_dir = (path, path.parent) if path.is_file() else (path / "model.keras", path)
+    ds = cifar.load(data_dir, splits=("test",))
+    images, labels = corruption_subset(ds.test, samples, seed)
+    model = runs.load_model(model_path)
+    name = runs.read_manifest(run_dir).get("model", run_dir.name)
+    echo(f"corruption suite on {name} (Keras), {len(labels):,} test images:")
+    result = corruption_accuracy(lambda x: predict_probs(model, x), images, labels, names=names, seed=seed, echo=echo)
+    result["data_fingerprint"] = ds.fingerprint
+    echo(f"clean {100 * result['clean_accuracy']:.2f}%  mCA {100 * result['mca']:.2f}%  "
+         f"({result['seconds']['generate']:.0f} s generating, {result['seconds']['predict']:.0f} s predicting)")
+    command = f"edgecifar evaluate {relative(path)} --corruptions"
+    command += f" --samples {samples}" if samples is not None else ""
+    command += f" --seed {seed}" if seed else ""
+    write_corruption_reports(result, run_dir, f"{name} (Keras)", command)
+    echo(f"wrote {relative(run_dir)}/" + ", ".join(CORRUPTION_REPORTS))
     return result
