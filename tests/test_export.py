@@ -132,7 +132,9 @@ def test_int8_full_tflite_is_integer_only_with_uint8_io(full_export):
 def test_default_int8_tflite_has_an_int8_body_and_a_float_head_without_ties(full_export):
     """uint8 pixels in (scale 1), every op integer except DEQUANTIZE → FULLY_CONNECTED at the end, float logits out."""
     run, _, report = full_export
-    interp = interpreter(run / "export" / NAMES["tflite_int8"])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(run / "export" / NAMES["tflite_int8"]))  # not allocated: ops before delegation
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     assert np.dtype(inp["dtype"]) == np.uint8 and inp["quantization"] == (1.0, 0)
     assert np.dtype(out["dtype"]) == np.float32
@@ -172,11 +174,11 @@ def test_metadata_round_trips(full_export):
         assert (meta["input"]["height"], meta["input"]["width"], meta["input"]["channels"]) == (32, 32, 3)
         assert meta["input"]["layout"] == "NHWC" and meta["input"]["color_order"] == "RGB"
         assert meta["tool"]["tensorflow-cpu"] and meta["tool"]["edgecifar"]
-        if fmt.endswith("int8"):
+        if "int8" in fmt:
             assert meta["calibration"] == report["calibration"]
         else:
             assert meta["calibration"] is None
-        assert meta["output"]["kind"] == ("logits" if fmt.endswith("int8") else "probabilities")
+        assert meta["output"]["kind"] == ("logits" if "int8" in fmt else "probabilities")
         if fmt.startswith("tflite_"):
             interp = interpreter(path)
             for side, detail in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
@@ -282,6 +284,31 @@ def test_failed_reexport_keeps_the_earlier_artifact_and_says_so(tiny_run, tmp_pa
     row = json.loads((run / "export" / "export_report.json").read_text())["artifacts"][0]
     assert row["status"] == "failed" and row["path"] is None and row["previous_artifact_kept"] == str(good)
     leftovers = [p.name for p in (run / "export").iterdir() if p.name.startswith(".") and p != staged_path(good)]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB filesystem to fill up (needs root and mount; skipped cleanly otherwise)."""
+    import subprocess
+
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_disk_full_export_is_one_line_and_leaves_no_partial_file(tiny_run, tmp_path, small_tmpfs):
+    """A float32 TFLite (~700 KiB) cannot fit in 256 KiB: the format fails cleanly, no half-written file remains."""
+    run = copy_run(tiny_run, tmp_path / "runs")
+    proc = run_cli("export", run, "--formats", "tflite_float32", "--samples", "100", "--out", small_tmpfs)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode in (1, 2) and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "failed" in err[0] or "cannot write" in err[0]
+    leftovers = [p.name for p in small_tmpfs.iterdir() if p.suffix in (".tflite", ".tmp") or p.name.startswith(".")]
     assert not leftovers, leftovers
 
 

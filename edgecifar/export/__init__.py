@@ -202,7 +202,7 @@ def _one(fmt, path: Path, ref, echo, produce) -> dict:
         row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
     except Exception as e:
         for p in (staged, meta_io.sidecar_path(staged)):
-            if p.exists():
+            if p.is_file():
                 p.unlink()
         kept = path.is_file()
         row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None,
