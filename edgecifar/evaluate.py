@@ -176,13 +176,9 @@ def corruption_markdown(result: dict, title: str, command: str, notes: list[str]
 
 def plot_corruptions(result: dict, path, title: str) -> None:
     """Grouped bars: top-1 per corruption and severity on a 0-100 % axis, clean and mCA as lines."""
-    import matplotlib
+    from .plots import pyplot, save_png
 
-    matplotlib.use("Agg")  # no display on a training box or a Pi
-    import matplotlib.pyplot as plt
-
-    from .files import atomic_path
-
+    plt = pyplot()
     names, sev = list(result["accuracy"]), result["severities"]
     x = np.arange(len(names))
     width = 0.8 / len(sev)
@@ -201,9 +197,7 @@ def plot_corruptions(result: dict, path, title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=len(sev) + 2)  # off the bars
     ax.set_title(title)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_corruption_reports(result: dict, out_dir, title: str, command: str, stem: str = "corruptions",

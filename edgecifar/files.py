@@ -107,3 +107,10 @@ def ensure_writable_dir(out, option: str = "--out") -> None:
             except OSError:
                 pass
         raise UserError(f"cannot write to output directory {out}: {e.strerror or e}; pass {option} to a writable folder") from None
+
+
+def human_size(n) -> str:
+    """Bytes as people read them, in binary units spelled as such: 197 KiB, 2.34 MiB (1 KiB = 1024 bytes)."""
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"

@@ -9,7 +9,7 @@ import numpy as np
 from .files import atomic_path
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a training box or a Pi
@@ -18,14 +18,14 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [int(r["epoch"]) for r in history]
     for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
@@ -42,11 +42,11 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
             for ax in (ax_acc, ax_loss):
                 ax.axvline(epochs[i] - 0.5, color="grey", ls="--", lw=1)
     fig.suptitle(title)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path, title: str = "") -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
@@ -59,11 +59,11 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path, title: st
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > thresh else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_misclassified(images, true, pred, conf, class_names, path: Path, max_items: int = 36) -> None:
-    plt = _plt()
+    plt = pyplot()
     n = min(max_items, len(images))
     cols = 6
     rows = max(1, int(np.ceil(n / cols)))
@@ -74,4 +74,4 @@ def plot_misclassified(images, true, pred, conf, class_names, path: Path, max_it
             ax.imshow(images[k], interpolation="nearest")
             ax.set_title(f"{class_names[pred[k]]} {100 * conf[k]:.0f}%\n(true {class_names[true[k]]})", fontsize=7)
     fig.suptitle("misclassified test images: predicted (confidence) / true")
-    _save(fig, path)
+    save_png(fig, path)

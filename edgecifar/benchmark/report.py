@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import write_json, write_text
+from ..files import human_size, write_json, write_text
 from . import metrics
 
 FILES = ("report.md", "results.csv", "results.json", "pareto.png", "size.png")
@@ -115,7 +115,7 @@ def _x(v):
 
 
 def _size(b):
-    return "—" if b is None else (f"{b / 2**20:.2f} MB" if b >= 2**20 else f"{b / 1024:.0f} KB")
+    return "—" if b is None else human_size(b)
 
 
 def to_markdown(results: dict) -> str:
@@ -168,7 +168,7 @@ def to_markdown(results: dict) -> str:
         lines += [f"## {model}", "", f"Run: `{info['run']}`" + (f" — Keras test accuracy recorded at training: {100 * manifest_acc:.2f}%" if manifest_acc is not None else ""), ""]
         lines += [
             f"| format | runtime | status | size | top-1 | Δ pp | agreement | max class Δ pp | ms p50 / p90 @{t1} thr | ms p50 / p90 @{tn} thr "
-            f"| FPS @{t1} / @{tn} | img/s batch {s['batch']} @{tn} | peak RSS MB (Δ python) | load ms | × Keras @{t1} / @{tn} | × float32 @{t1} |",
+            f"| FPS @{t1} / @{tn} | img/s batch {s['batch']} @{tn} | peak RSS MiB (Δ python) | load ms | × Keras @{t1} / @{tn} | × float32 @{t1} |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
@@ -220,7 +220,7 @@ def to_markdown(results: dict) -> str:
         + f", evaluated in the {tn}-thread process. Agreement = share of images where the format's top-1 class equals Keras's.",
         f"- Peak RSS: the worker process's peak resident memory (VmHWM, i.e. ru_maxrss without the parent's inherited peak) "
         f"after loading and timing, before the test images are loaded; Δ python = minus a bare interpreter "
-        f"({results['baseline_rss_kb'] / 1024:.0f} MB). Keras includes TensorFlow. Load = model load/initialisation "
+        f"({results['baseline_rss_kb'] / 1024:.0f} MiB). Keras includes TensorFlow. Load = model load/initialisation "
         "(runtime import excluded; its time is in results.json as import_ms).",
         "- Size: the file on disk. For Keras that is `model.keras` as training saved it, optimizer state included "
         "(RMSprop doubles, Adam triples the float32 weights), so \"size vs Keras\" compares with what a user has, "
@@ -276,9 +276,9 @@ def _points(results: dict, t: str) -> list[tuple]:
 
 
 def plot_pareto(results: dict, path: Path) -> None:
-    from ..plots import _plt, _save
+    from ..plots import pyplot, save_png
 
-    plt = _plt()
+    plt = pyplot()
     threads = [str(t) for t in results["settings"]["threads"]]
     models = list(results["models"])
     fig, axes = plt.subplots(1, len(threads), figsize=(6.5 * len(threads), 5.2), squeeze=False)
@@ -312,13 +312,13 @@ def plot_pareto(results: dict, path: Path) -> None:
         ax.legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle(f"Accuracy vs latency, {results['settings']['samples']:,} test images — {results['machine']['cpu']}, "
                  f"times are machine-specific", fontsize=10)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_size(results: dict, path: Path) -> None:
-    from ..plots import _plt, _save
+    from ..plots import pyplot, save_png
 
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in results["rows"] if r["size_bytes"] and r["format"] != "keras_predict"]
     fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.4))
     labels, sizes, colors = [], [], []
@@ -330,12 +330,12 @@ def plot_size(results: dict, path: Path) -> None:
     ax.barh(y, sizes, color=colors)
     ax.set_yticks(y, labels, fontsize=8)
     for yi, s in zip(y, sizes):
-        ax.text(s, yi, f" {s:.2f} MB" if s >= 1 else f" {s * 1024:.0f} KB", va="center", fontsize=7)
-    ax.set_xlabel("size on disk (MB)")
+        ax.text(s, yi, " " + human_size(s * 2**20), va="center", fontsize=7)
+    ax.set_xlabel("size on disk (MiB)")
     ax.set_xlim(0, max(sizes, default=1) * 1.18)
     ax.set_title("Model size on disk by format")
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 # --- compare and floor ---------------------------------------------------------------------

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import write_json, write_text
+from ..files import write_json, write_text, human_size
 
 SCHEMA = "edgecifar.export_report/1"
 COLUMNS = ("format", "file", "size", "top-1", "Δ vs Keras", "agree", "max |Δp|", "ties", "budget", "status")
-
-
-def _size(n) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
 def rows(report: dict) -> list[tuple[str, ...]]:
@@ -25,7 +19,7 @@ def rows(report: dict) -> list[tuple[str, ...]]:
         else:
             cells = ("-", "-", "-", "-", "-")
         status = a["status"] + (f": {a['reason']}" if a.get("reason") else "")
-        out.append((a["format"], Path(a["path"]).name if a.get("path") else "-", _size(a.get("size_bytes")), *cells,
+        out.append((a["format"], Path(a["path"]).name if a.get("path") else "-", human_size(a.get("size_bytes")), *cells,
                     f"{a['budget_pp']:g} pp", status))
     return out
 
