@@ -213,7 +213,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
         from ..runs import load_model
 
         with python_logs():
-            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("onnx_opset", 17)),
+            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("tf2onnx_opset", meta.get("onnx_opset", 17))),
                                                     qdq_output)
     elif float_source.suffix == ".onnx":
         float_proto = onnx.load(str(float_source))

@@ -55,6 +55,10 @@ INT8_OPSETS = range(13, 19)
 # rounding. The relative part is for logits (int8 exports), whose rounding error grows with their
 # size: MobileNetV2's logits (up to ~20) differed by 1.1e-4 in absolute terms, 6e-6 relative.
 MAX_FLOAT_DIFF = 1e-4
+# The int8 QDQ file is stamped with this opset after quantization (onnx.version_converter): onnx.reference
+# implements DequantizeLinear only from opset 19 on, and onnxruntime and OpenCV DNN read opset 21 too, so
+# every reader runs the same file (tests/test_onnx_export.py::test_int8_onnx_runs_in_every_reader).
+READER_OPSET = 21
 VERIFY_IMAGES = 64
 CALIB_BATCH = 50
 
@@ -100,12 +104,13 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
                                               keep_float=keep_float, float_logits=float_logits)
             if float_logits:
                 echo(f"    final layer kept in float (float logits, no int8 ties): {', '.join(float_nodes[len(keep_float):])}")
+            proto = for_every_reader(proto)
             quant = {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": bool(per_channel),
                      "reduce_range": True, "calibration_method": calib_method,
                      "calibration_samples": int(len(calib_images)), "float_nodes": sorted(float_nodes),
                      "float_logits": bool(float_logits)}
     proto = _checked(proto)
-    meta = {**metadata, "onnx_opset": opset, "quantization": quant}
+    meta = {**metadata, "onnx_opset": READER_OPSET if quantize else opset, "tf2onnx_opset": opset, "quantization": quant}
     _set_metadata(proto, meta)
     import onnx
 
@@ -156,6 +161,9 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
         keep_float = list(keep_float)
         if float_logits:
             keep_float += [n for n in final_layer_nodes(pre_proto) if n not in keep_float]
+        # The model's input rescale (pixels * 1/255, a scalar constant) stays float: quantized per channel it
+        # becomes a DequantizeLinear with axis=1 on a scalar, which OpenCV DNN's default engine refuses.
+        keep_float += [n for n in input_rescale_nodes(pre_proto) if n not in keep_float]
         unknown = sorted(set(keep_float) - {n.name for n in pre_proto.graph.node})
         if unknown:
             raise UserError(f"no node named {', '.join(map(repr, unknown))} to keep in float; use a node name from the "
@@ -167,6 +175,22 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
                             weight_type=QuantType.QInt8, per_channel=bool(per_channel), reduce_range=bool(reduce_range),
                             nodes_to_exclude=keep_float or None, calibrate_method=method)
         return onnx.load(str(out)), keep_float
+
+
+def input_rescale_nodes(proto) -> list[str]:
+    """Elementwise Mul/Div/Add/Sub nodes that take the graph input and a constant: the model's own input scaling."""
+    consts = {t.name for t in proto.graph.initializer}
+    consts |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    first = proto.graph.input[0].name
+    return [n.name for n in proto.graph.node
+            if n.op_type in ("Mul", "Div", "Add", "Sub") and first in n.input and any(i in consts for i in n.input)]
+
+
+def for_every_reader(proto):
+    """The int8 model converted to READER_OPSET, checked: what onnxruntime, OpenCV DNN and onnx.reference all run."""
+    from onnx import version_converter
+
+    return version_converter.convert_version(proto, READER_OPSET)
 
 
 def final_layer_nodes(proto) -> list[str]:
