@@ -130,14 +130,13 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
     from . import quiet, runs, zoo
 
     zoo.model_info(model or zoo.DEFAULT_MODEL)  # unknown names fail here, before TensorFlow loads
-    if importlib.util.find_spec("keras") is None:  # a device-only install: say so before anything else
-        raise UserError("`edgecifar train` needs Keras and TensorFlow; install them with: pip install 'edgecifar[train]'")
+    # A device-only install fails here, in one line naming the train extra, before anything is printed.
+    quiet.import_tensorflow()
     if model is None:
         model = zoo.DEFAULT_MODEL
         click.echo(f"no model given: training the default model {model} (see `edgecifar models` for the others)")
     if resume and not run_dir:
         run_dir = runs.latest_unfinished(model, runs_dir)
-    quiet.import_tensorflow()
     from .train import train
 
     done = train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr,

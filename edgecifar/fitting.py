@@ -83,7 +83,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.order = self.rng.permutation(len(x))
 
     def __len__(self):
-        return len(self.x) // self.batch_size  # as the seed: steps = N // batch
+        return max(1, len(self.x) // self.batch_size)  # as the seed: steps = N // batch (one short batch for tiny sets)
 
     def on_epoch_end(self):
         self.order = self.rng.permutation(len(self.x))

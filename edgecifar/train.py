@@ -106,9 +106,9 @@ def train(
     if limit is not None:
         train_split = cifar.Split(train_split.images[:limit], train_split.labels[:limit])
         val_size = min(val_size, max(10, limit // 10))
-    if len(train_split) - val_size < max(batch_size, 10):
+    if len(train_split) - val_size < 10:
         raise UserError(f"--val-size {val_size} leaves {max(0, len(train_split) - val_size)} of {len(train_split)} images "
-                        f"to train on (fewer than one batch of {batch_size}); use a smaller --val-size")
+                        "to train on (at least 10 are needed); use a smaller --val-size")
     train_split, val_split = cifar.train_val_split(train_split, val_size, seed)
     echo(f"data: {ds.source} — train {len(train_split)}, validation {len(val_split)} (held out of train), test {len(ds.test)}")
 

@@ -137,11 +137,35 @@ def test_train_cli_default_model_writes_run(data_dir, tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--limit", "5"], "--limit must be at least 20"),
     (["--backbone-weights", "/nope.h5", "seed004_mobilenetv2_transfer"], "--backbone-weights /nope.h5 does not exist"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lr", "inf"], "--lr must be a positive number"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--val-size", "50000"], "--val-size 50000 leaves 0 of 50000 images"),
+    (["--val-size", "-5"], "--val-size must be 0 or more"),
 ])
 def test_train_bad_options_are_one_line_errors(tmp_path, args, message):
     res = run_cli("train", *args, "--runs-dir", tmp_path, cwd=tmp_path)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    assert not [p for p in tmp_path.iterdir()], "a refused run must leave nothing behind"
+
+
+@pytest.mark.parametrize("damage", ["state.json", "last.keras"])
+def test_resume_from_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, damage):
+    """A corrupt state.json or a truncated last.keras: one line naming the fix, no traceback."""
+    import shutil
+
+    run = tmp_path / "seed002_m1_cnn-20990101-000000"
+    (run / "checkpoint").mkdir(parents=True)
+    shutil.copy2(tiny_run / "model.keras", run / "checkpoint" / "last.keras")
+    (run / "checkpoint" / "state.json").write_text('{"epoch": 1}')
+    target = run / "checkpoint" / damage
+    target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2] if damage == "last.keras" else b"{not json")
+    res = run_cli("train", "seed002_m1_cnn", "--epochs", "2", "--limit", "256", "--run-dir", run, cwd=tmp_path)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert damage in err[0] and "delete" in err[0]
 
 
 def test_evaluate_writes_report_and_plots(tiny_run):
