@@ -154,10 +154,17 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
 @click.option("--samples", type=int, default=None, metavar="N",
               help="With --corruptions: a class-stratified subset of this many test images (default: all 10,000).")
 @click.option("--seed", type=int, default=None, metavar="N", help="With --corruptions: seed of the subset and of the noise (default 0).")
-def evaluate_cmd(run, data_dir, corruptions, samples, seed):
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout (progress goes to stderr).")
+def evaluate_cmd(run, data_dir, corruptions, samples, seed, as_json):
     """Test accuracy, per-class precision/recall/F1, confusion.png and misclassified.png for RUN (default: latest).
 
     With --corruptions: top-1 per corruption and severity, and the mean corruption accuracy (mCA).
+
+    \b
+    Examples:
+      edgecifar evaluate                                   # the latest run
+      edgecifar evaluate runs/resnet8_w20-... --corruptions
+      edgecifar evaluate RUN --corruptions --samples 1000 --json | jq .mca
     """
     from . import quiet, runs
 
@@ -169,14 +176,21 @@ def evaluate_cmd(run, data_dir, corruptions, samples, seed):
         raise UserError(f"--seed {seed} is negative; pass 0 or a positive integer")
     run_dir = runs.resolve_run(run)  # a wrong path fails here, before TensorFlow loads
     quiet.import_tensorflow()
+    echo = (lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo
     if corruptions:
         from .evaluate import evaluate_corruptions
 
-        evaluate_corruptions(run_dir, data_dir=data_dir, samples=samples, seed=seed or 0, echo=click.echo)
-        return
-    from .evaluate import evaluate
+        result = evaluate_corruptions(run_dir, data_dir=data_dir, samples=samples, seed=seed or 0, echo=echo)
+    else:
+        from .evaluate import evaluate
 
-    evaluate(run_dir, data_dir=data_dir, echo=click.echo)
+        result = evaluate(run_dir, data_dir=data_dir, echo=echo)
+    if as_json:
+        import json
+
+        from .files import json_default
+
+        click.echo(json.dumps(result, indent=2, default=json_default))
 
 
 def main(argv=None):

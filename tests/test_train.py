@@ -168,6 +168,18 @@ def test_resume_from_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, damage
     assert damage in err[0] and "delete" in err[0]
 
 
+def test_reporting_commands_print_json_on_stdout(tiny_run, tmp_path):
+    """--json: the report itself on stdout (parseable), progress on stderr, for evaluate and export."""
+    ev = run_cli("evaluate", tiny_run, "--json")
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads(ev.stdout)
+    assert report["test_accuracy"] == pytest.approx(json.loads((tiny_run / "evaluation.json").read_text())["test_accuracy"])
+    out = tmp_path / "exp"
+    ex = run_cli("export", tiny_run, "--formats", "tflite_float32", "--samples", "100", "--out", out, "--json")
+    assert ex.returncode == 0, ex.stderr
+    assert json.loads(ex.stdout)["artifacts"][0]["format"] == "tflite_float32" and "checking" in ex.stderr
+
+
 def test_evaluate_writes_report_and_plots(tiny_run):
     res = run_cli("evaluate", tiny_run)
     assert res.returncode == 0, res.stderr
