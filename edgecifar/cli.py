@@ -109,7 +109,8 @@ def models_cmd(as_json):
 @click.option("--limit", type=int, help="Train on the first N training images only (quick runs).")
 @click.option("--samples", "--test-limit", "test_limit", type=int, metavar="N",
               help="Evaluate on a stratified subset of N test images (quick runs; --test-limit is the old name).")
-@click.option("--val-size", type=int, default=defaults.VAL_SIZE, show_default=True, help="Validation images held out of the training split.")
+@click.option("--val-size", type=int, help=f"Validation images held out of the training split (default: the recipe's, "
+              f"else {defaults.VAL_SIZE:,}).")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA, ~/.keras/datasets, download).")
 @click.option("--runs-dir", type=click.Path(), help="Where run directories go (default ./runs or $EDGECIFAR_RUNS).")
 @click.option("--run-dir", type=click.Path(), help="Exact run directory; an interrupted run there resumes from its last epoch.")

@@ -58,7 +58,7 @@ def train(
     seed: int = 0,
     limit: int | None = None,
     test_limit: int | None = None,
-    val_size: int = VAL_SIZE,
+    val_size: int | None = None,
     backbone_weights=None,
     distribute: bool = False,
     echo=print,
@@ -90,6 +90,8 @@ def train(
         raise UserError(f"--limit must be at least 20 images, got {limit}")
     if seed < 0:
         raise UserError(f"--seed must be 0 or more, got {seed}")
+    if val_size is None:  # the recipe's own hold-out, else the shared default
+        val_size = VAL_SIZE if recipe.val_size is None else recipe.val_size
     if val_size < 0:
         raise UserError(f"--val-size must be 0 or more, got {val_size}")
     if test_limit is not None and not 10 <= test_limit <= 10000:

@@ -41,6 +41,8 @@ class Recipe:
     label_smoothing: float = 0.0
     # What an augmented phase does (fitting.AUGMENTATIONS): seed 003's shift, or pad-and-crop.
     augmentation: str = "shift10_edge"
+    # Validation images held out of the 50,000 (None: defaults.VAL_SIZE; 0: train on all, as a final recipe may).
+    val_size: int | None = None
 
     @property
     def epochs(self) -> int:
@@ -58,6 +60,8 @@ class Recipe:
             extra += f", label smoothing {self.label_smoothing:g}"
         if any(p.augment for p in self.phases):
             extra += f", augment {self.augmentation}"
+        if self.val_size is not None:
+            extra += f", {50_000 - self.val_size:,} training images" if self.val_size else ", all 50,000 training images"
         return f"{kind}{opt}, batch {self.batch_size}, epochs {phases}{extra}"
 
     def to_dict(self) -> dict:
@@ -429,8 +433,9 @@ def resnet8(widths=(16, 32, 64), blocks=(1, 1, 1)):
 
 @register_model(
     source="edgecifar: ResNet-8 at 1.25x width (20/40/80 x 1 block), the edge model sized to 20 M MACs",
-    recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(50, augment=True),),
-                  notes=_EDGE_NOTES, **_EDGE_RECIPE),
+    recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(60, augment=True),),
+                  notes=_EDGE_NOTES + "; 60 epochs on all 50,000 training images (50 epochs on 45,000: 88.36 %, "
+                  "benchmarks/results/training_edge.md)", val_size=0, **_EDGE_RECIPE),
     exact_params=122_230,
     macs=19_395_360,
 )
