@@ -13,9 +13,7 @@ Results: benchmarks/results/training_m1_investigation.md.
 """
 
 import argparse
-import dataclasses
 
-from edgecifar import zoo
 from edgecifar.train import train
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,6 +24,4 @@ ap.add_argument("--lr", type=float, help="override RMSprop's learning rate (defa
 args = ap.parse_args()
 rates = tuple(float(x) for x in args.rates.split(","))
 name = f"seed002_m1_cnn_dropout_{args.rates.replace(',', '_')}"
-info = zoo.model_info("seed002_m1_cnn")
-zoo._REGISTRY[name] = dataclasses.replace(info, name=name, factory=lambda: zoo.seed002_m1_cnn(dropout=rates))
-train(name, runs_dir=args.runs_dir, val_size=args.val_size, lr=args.lr)
+train("seed002_m1_cnn", model_kwargs={"dropout": rates}, label=name, runs_dir=args.runs_dir, val_size=args.val_size, lr=args.lr)

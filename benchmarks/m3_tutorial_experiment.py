@@ -36,5 +36,5 @@ recipe = dataclasses.replace(
     notes=f"tutorial schedule: SGD decay = {LEARNING_RATE} / {args.epochs} epochs",
 )
 name = f"seed002_m3_cnn_tutorial_{args.epochs}ep"
-zoo._REGISTRY[name] = dataclasses.replace(info, name=name, recipe=recipe)
-train(name, runs_dir=args.runs_dir, val_size=args.val_size, seed=args.seed, limit=args.limit)
+train("seed002_m3_cnn", recipe=recipe, label=name, runs_dir=args.runs_dir, val_size=args.val_size, seed=args.seed,
+      limit=args.limit)

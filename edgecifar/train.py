@@ -63,8 +63,15 @@ def train(
     distribute: bool = False,
     echo=print,
     progress_bar: bool | None = None,
+    model_kwargs: dict | None = None,
+    recipe: zoo.Recipe | None = None,
+    label: str | None = None,
 ) -> Path:
     """Train `model_name` with its recipe (overridable) and return the run directory.
+
+    Experiments (timm-style, no registry patching): model_kwargs go to the zoo factory
+    (zoo.create_model(name, **model_kwargs)), `recipe` replaces the zoo recipe, and `label` names the
+    run directory and the manifest's "model" (default: model_name; the zoo name is kept as "zoo_model").
 
     progress_bar: Keras' bar inside each epoch (default: when stdout is a terminal); otherwise
     a progress line every PROGRESS_EVERY_S seconds through `echo`, which reads well in a log file.
@@ -72,7 +79,9 @@ def train(
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     info = zoo.model_info(model_name)
-    recipe = info.recipe
+    recipe = recipe or info.recipe
+    label = label or model_name
+    model_kwargs = dict(model_kwargs or {})
     if lr is not None:
         if not math.isfinite(lr) or lr <= 0:
             raise UserError(f"--lr must be a positive number, got {lr}")
@@ -115,13 +124,14 @@ def train(
     echo(f"data: {ds.source} — train {len(train_split)}, validation {len(val_split)} (held out of train), test {len(ds.test)}")
 
     # 2. Run directory, resuming an interrupted run when its checkpoint is there.
-    run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(model_name, runs_dir)
+    run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(label, runs_dir)
     done_epochs, model = runs.load_checkpoint(run_dir)
     keras.utils.set_random_seed(seed + done_epochs)  # same seed → same result, also after a resume
     strategy = distribute_scope(distribute, echo)
     with strategy:
         if model is None:
-            model = info.factory(weights=weights) if recipe.kind == "features" else info.factory()
+            extra = {"weights": weights} if recipe.kind == "features" else {}
+            model = zoo.create_model(model_name, **extra, **model_kwargs)
             steps = len(train_split) // batch_size if recipe.kind != "features" else 1
             model.compile(optimizer=make_optimizer(recipe, max(1, steps), total_epochs), loss=make_loss(recipe),
                           metrics=["accuracy"])
@@ -129,7 +139,7 @@ def train(
             echo(f"resuming {run_dir} after epoch {done_epochs}/{total_epochs}")
     truncate_history(run_dir / "history.csv", done_epochs)
     n_params = int(model.count_params())
-    echo(f"model: {model_name} ({n_params:,} params) — {info.source}")
+    echo(f"model: {label} ({n_params:,} params) — {info.source}" + (f" with {model_kwargs}" if model_kwargs else ""))
     echo(f"recipe: {dataclasses.replace(recipe, batch_size=batch_size, phases=tuple(phases)).describe()}")
     echo(f"run: {run_dir}")
 
@@ -180,7 +190,9 @@ def train(
     runs.save_model(model, run_dir / "model.keras")
     history = runs.read_history(run_dir / "history.csv")
     manifest = {
-        "model": model_name,
+        "model": label,
+        "zoo_model": model_name,
+        "model_kwargs": model_kwargs or None,
         "params": n_params,
         "source": info.source,
         "recipe": {**recipe.to_dict(), "batch_size": batch_size, "phases": [vars(p) for p in phases], "epochs": total_epochs},
@@ -208,7 +220,7 @@ def train(
     runs.write_manifest(run_dir, manifest)
     from .plots import plot_curves
 
-    plot_curves(history, run_dir / "curves.png", title=f"{model_name} — test {100 * test_acc:.2f}%")
+    plot_curves(history, run_dir / "curves.png", title=f"{label} — test {100 * test_acc:.2f}%")
     runs.finish(run_dir)
     echo(f"wrote {run_dir}/ (model.keras, manifest.json, history.csv, curves.png)")
     return run_dir

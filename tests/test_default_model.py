@@ -23,13 +23,22 @@ def test_bundled_model_is_small_integer_and_described():
     assert meta["input"]["quantization"]["scale"] == clf.input_quant[0]
 
 
-def test_bundled_model_accuracy_matches_its_metadata(cifar):
-    """Its accuracy on the full test set is within the int8 budget (1 pp) of the Keras model it came from."""
+def test_bundled_model_is_the_committed_report_s_artifact_and_scores_what_it_says(cifar):
+    """The bundled file is byte for byte an artifact a committed export report checked (sha256), and it scores that
+    report's top-1 on the full test set. XNNPACK's int8 kernels differ between CPU builds (AVX2, AVX-512) by at most a
+    rounding step, which may flip a near-tie: the tolerance is 5 of 10,000 images (0.05 pp)."""
+    from pathlib import Path
+
+    from edgecifar.files import sha256_file
+
+    sha = sha256_file(default_model())
+    rows = [a for r in Path(__file__).resolve().parents[1].glob("export/reports/*/export_report.json")
+            for a in json.loads(r.read_text())["artifacts"] if a.get("sha256") == sha]
+    assert rows, "no committed export report describes the bundled model's bytes"
     clf = Classifier(default_model())
-    acc = float((clf.predict(cifar.test.images, batch_size=500).argmax(1) == cifar.test.labels).mean())
-    keras_acc = clf.meta["source_model"]["keras_test_accuracy"]
-    assert abs(acc - keras_acc) <= 0.01, (acc, keras_acc)
-    assert acc > 0.6
+    correct = int((clf.predict(cifar.test.images, batch_size=500).argmax(1) == cifar.test.labels).sum())
+    assert abs(correct - round(rows[0]["accuracy"] * 10000)) <= 5, (correct, rows[0]["accuracy"])
+    assert rows[0]["top1_ties"] == 0  # the float head: no tied logits
 
 
 def test_run_without_model_on_a_folder_without_tensorflow(cifar, tmp_path):

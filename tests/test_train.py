@@ -86,6 +86,19 @@ def test_transfer_training_honours_lr(data_dir, tmp_path, monkeypatch):
     assert np.abs(moved - initial).max() > 1e-3
 
 
+def test_experiments_pass_factory_kwargs_and_a_label_without_patching_the_registry(data_dir, tmp_path):
+    """timm-style: train(name, model_kwargs=...) builds zoo.create_model(name, **kwargs) and records it."""
+    before = dict(zoo._REGISTRY)
+    run = train("seed002_m1_cnn", model_kwargs={"dropout": (0.0, 0.0)}, label="m1_nodrop", data_dir=data_dir,
+                runs_dir=tmp_path, epochs=1, limit=256, test_limit=100, echo=lambda *_: None)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert run.name.startswith("m1_nodrop-") and manifest["model"] == "m1_nodrop"
+    assert manifest["zoo_model"] == "seed002_m1_cnn" and manifest["model_kwargs"] == {"dropout": [0.0, 0.0]}
+    rates = [layer.rate for layer in runs.load_model(run / "model.keras").layers if type(layer).__name__ == "Dropout"]
+    assert rates == [0.0, 0.0]
+    assert zoo._REGISTRY == before
+
+
 def test_same_seed_same_result(data_dir, tmp_path):
     a = train("seed002_m1_cnn", data_dir=data_dir, runs_dir=tmp_path / "a", epochs=1, limit=512, test_limit=500, seed=3,
               echo=lambda *_: None)
