@@ -107,6 +107,34 @@ def test_bad_batches_give_one_line_cli_errors(data_dir, tmp_path, damage):
     assert not (tmp_path / "pwned").exists()
 
 
+class BadCodec:
+    """An allowed global called with arguments that make it raise (LookupError): refused cleanly, nothing executed."""
+
+    def __reduce__(self):
+        import _codecs
+
+        return (_codecs.encode, ("a", "no-such-codec"))
+
+
+def test_crafted_pickle_raising_inside_an_allowed_global_is_one_line(data_dir, tmp_path):
+    folder = _copy_dataset(data_dir, tmp_path / "cifar")
+    _write_batch(folder / "test_batch", {b"data": BadCodec(), b"labels": []})
+    with pytest.raises(UserError, match=r"test_batch: corrupt or truncated batch \(LookupError\)"):
+        data.load(folder, splits=("test",))
+
+
+def test_numpy2_protocol5_pickle_of_the_batch_loads(data_dir, tmp_path):
+    """A batch re-saved by numpy >= 2 with pickle protocol 5 (frombuffer reconstruction) loads to the same pixels."""
+    folder = _copy_dataset(data_dir, tmp_path / "cifar")
+    with open(data_dir / data.TEST_FILE, "rb") as f:
+        original = pickle.load(f, encoding="bytes")
+    (folder / data.TEST_FILE).unlink()
+    (folder / data.TEST_FILE).write_bytes(pickle.dumps(original, protocol=5))
+    assert b"_frombuffer" in (folder / data.TEST_FILE).read_bytes() or np.lib.NumpyVersion(np.__version__) < "2.0.0"
+    reloaded = data.load(folder, splits=("test",))
+    assert reloaded.fingerprint["test_sha256"] == data.load(data_dir, splits=("test",)).fingerprint["test_sha256"]
+
+
 def test_tar_archive_is_accepted(data_dir, tmp_path):
     archive = tmp_path / data.ARCHIVE
     with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
