@@ -47,3 +47,15 @@ def run_cli(*args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProce
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "edgecifar.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB filesystem to fill up (needs root and mount; skipped cleanly otherwise)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)

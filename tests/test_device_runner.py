@@ -302,6 +302,22 @@ def test_photos_get_one_line_each_with_their_file_name(artifacts, images, png_di
         assert len(labels) == 2 and labels[0].rsplit(" ", 1)[0] == DEFAULT_CLASS_NAMES[want], line
 
 
+def test_save_on_a_full_disk_is_one_line_and_leaves_nothing(artifacts, tmp_path, small_tmpfs):
+    import cv2
+
+    """OpenCV's video writer fails silently on a full disk: the runner must not print "saved" for an unplayable file."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "noise.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for _ in range(60):  # noise compresses badly: far more than 256 KiB
+        writer.write(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    writer.release()
+    res = run_cli("run", artifacts["tflite_int8"], "--source", src, "--save", small_tmpfs / "out.mp4")
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "could not be written completely" in err[0], res.stderr
+    assert "saved" not in res.stdout and not list(small_tmpfs.iterdir())
+
+
 def test_show_without_a_display_is_refused(artifacts, video):
     res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--show", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert res.returncode == 2

@@ -287,20 +287,6 @@ def test_failed_reexport_keeps_the_earlier_artifact_and_says_so(tiny_run, tmp_pa
     assert not leftovers, leftovers
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 256 KiB filesystem to fill up (needs root and mount; skipped cleanly otherwise)."""
-    import subprocess
-
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], capture_output=True)
-
-
 def test_disk_full_export_is_one_line_and_leaves_no_partial_file(tiny_run, tmp_path, small_tmpfs):
     """A float32 TFLite (~700 KiB) cannot fit in 256 KiB: the format fails cleanly, no half-written file remains."""
     run = copy_run(tiny_run, tmp_path / "runs")

@@ -98,6 +98,8 @@ class VideoSink:
         if self._writer is None:
             h, w = frame.shape[:2]
             self._size = (w, h)
+            # A failing frame write (full disk) is checked once at the end (_playable), not warned about per frame.
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
             self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
             if not self._writer.isOpened():
                 self._writer = None
@@ -112,10 +114,29 @@ class VideoSink:
             self._writer.release()
             self._writer = None
         if keep and self.tmp.exists():
+            if not _playable(self.tmp):
+                # OpenCV's writer fails silently (a full disk leaves a file without its index): never call it saved.
+                self.tmp.unlink(missing_ok=True)
+                raise UserError(f"--save {self.path}: the video could not be written completely (disk full?); "
+                                "nothing was saved, free some space or save elsewhere")
             os.replace(self.tmp, self.path)
             return self.path
         self.tmp.unlink(missing_ok=True)
         return None
+
+
+def _playable(path: Path) -> bool:
+    """Whether OpenCV can open the written video and read its first frame."""
+    import cv2
+
+    from ..quiet import native_stderr
+
+    with native_stderr():  # FFmpeg prints "moov atom not found" on a truncated file: the caller says it in one line
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return bool(cap.isOpened() and cap.read()[0])
+        finally:
+            cap.release()
 
 
 class Window:
