@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecifar.benchmark import metrics, report, runner
+from edgecifar.benchmark import cells, metrics, report
 from edgecifar.benchmark.timing import Plan, measure
 from edgecifar.files import sha256_file
 
@@ -24,13 +24,13 @@ from .conftest import run_cli
 
 SAMPLES = 200
 FAST = ["--samples", SAMPLES, "--warmup", 2, "--min-runs", 5, "--min-seconds", 0.05, "--batch", 8]
-ARTIFACT_FORMATS = [f for f in runner.FORMATS if f != "keras"]
+ARTIFACT_FORMATS = [f for f in cells.FORMATS if f != "keras"]
 
 
 @pytest.fixture(scope="module")
 def exported_run(tiny_run) -> Path:
     """tiny_run with every format exported by the real exporter (only the missing ones are converted)."""
-    missing = [f for f in ARTIFACT_FORMATS if not runner.artifact_path(tiny_run, "seed002_m1_cnn", f).is_file()]
+    missing = [f for f in ARTIFACT_FORMATS if not cells.artifact_path(tiny_run, "seed002_m1_cnn", f).is_file()]
     if missing:
         from edgecifar.export import export_run
 
@@ -62,7 +62,7 @@ def test_every_file_and_row(bench, exported_run):
     for png in ("pareto.png", "size.png"):
         w, h = _png_size(out / png)
         assert w >= 400 and h >= 200, (png, w, h)
-    assert res["schema"] == runner.SCHEMA
+    assert res["schema"] == cells.SCHEMA
     assert res["settings"]["samples"] == SAMPLES
     threads = [str(t) for t in res["settings"]["threads"]]
     assert threads[0] == "1" and len(res["machine"]["libraries"]) > 3
@@ -98,9 +98,9 @@ def test_every_file_and_row(bench, exported_run):
     assert keras["threads"]["1"]["rss_kb"] > res["rows"][-1]["threads"]["1"]["rss_kb"]
 
     # Progress: one plain-text line per measurement, counting up to the total.
-    cells = len(res["rows"][1:]) * len(threads)
+    n_cells = len(res["rows"][1:]) * len(threads)
     bar_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
-    assert len(bar_lines) == cells and f"{cells}/{cells}" in bar_lines[-1] and "\r" not in proc.stdout
+    assert len(bar_lines) == n_cells and f"{n_cells}/{n_cells}" in bar_lines[-1] and "\r" not in proc.stdout
     assert f"all {2 + len(ARTIFACT_FORMATS)} formats pass" in proc.stdout  # keras, keras_predict and every artifact
 
 

@@ -61,8 +61,8 @@ def test_every_device_module_imports_without_tensorflow():
     """)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    expected = {"edgecifar.device." + m for m in ("cli", "metadata", "overlay", "preprocess", "runner", "runtime",
-                                                   "sources", "stats")}
+    expected = {"edgecifar.device." + m for m in ("cli", "metadata", "overlay", "preprocess", "frame_loop", "runtime",
+                                                   "sources", "stats", "serve", "tflite_metadata")}
     assert expected <= set(out["modules"]), out["modules"]
     assert out["loaded"] == []
 

@@ -420,7 +420,7 @@ class ListSource:
 
 
 def test_live_server_hook_gets_every_annotated_frame_and_record(artifacts, images, monkeypatch, capsys):
-    from edgecifar.device import runner
+    from edgecifar.device import frame_loop as runner
     from edgecifar.device.runtime import Classifier
 
     events = []

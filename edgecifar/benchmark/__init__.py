@@ -1,7 +1,7 @@
 """Stage 7 — benchmark: accuracy vs latency for every model and format, in their real runtimes.
 
     cli.py      `edgecifar benchmark RUN [RUN ...] --out DIR` (options, --floor, --compare, --export)
-    runner.py   finds artifacts, runs one worker process per (format, thread setting), assembles results
+    cells.py    finds artifacts, runs one worker process per (format, thread setting), assembles results
     worker.py   one measurement in a fresh process: load, latency, throughput, peak RSS, predictions
     timing.py   benchmark_model-style timing loop: warm-up, then at least N runs and S seconds
     rss.py      peak resident memory of a process (and the bare-python baseline)

@@ -56,7 +56,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     from .. import quiet, runs
 
     quiet.import_tensorflow()
-    from . import report, runner
+    from . import cells, report
 
     if samples is not None and samples < 10:
         raise UserError(f"--samples must be at least 10 (one image per class), got {samples}")
@@ -70,12 +70,12 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
             raise UserError(f"{name} must be at least {low}, got {value}")
     if min_seconds < 0:
         raise UserError(f"--min-seconds must be 0 or more, got {min_seconds}")
-    fmt_list = runner.FORMATS if not formats else [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in fmt_list if f not in runner.FORMATS]
+    fmt_list = cells.FORMATS if not formats else [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in fmt_list if f not in cells.FORMATS]
     if unknown or not fmt_list:
-        raise UserError(f"--formats: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(runner.FORMATS)}")
-    fmt_list = [f for f in runner.FORMATS if f in fmt_list]  # canonical order
-    thread_list = runner.parse_threads(threads)
+        raise UserError(f"--formats: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(cells.FORMATS)}")
+    fmt_list = [f for f in cells.FORMATS if f in fmt_list]  # canonical order
+    thread_list = cells.parse_threads(threads)
     old = report.load(compare_path) if compare_path else None
 
     if not runs_:
@@ -87,7 +87,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         if path.is_file():
             raise UserError(f"{r} is a file; pass the run directory (the folder holding model.keras and export/)")
         run_dirs.append(path)
-    unexported = runner.check_exported(run_dirs, fmt_list)
+    unexported = cells.check_exported(run_dirs, fmt_list)
     if unexported and not do_export:
         first = unexported[0]
         raise UserError(f"{first} has no export/ folder; run `edgecifar export {first}` first, or add --export to do it now")
@@ -100,7 +100,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     ensure_writable_dir(Path(out))  # before any measurement: a read-only --out must not waste the whole run
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
     command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note)
-    results = runner.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, echo, command)
+    results = cells.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, echo, command)
     results["user_note"] = note
     written = report.write_all(results, Path(out))
     echo(f"wrote {', '.join(str(p) for p in written)}")

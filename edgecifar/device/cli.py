@@ -60,7 +60,7 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, classes, output_
         import cv2  # noqa: F401  (every source and the preprocessing need it; fail here with the fix, not mid-run)
     except ImportError:
         raise UserError("`edgecifar run` needs OpenCV; pip install 'edgecifar[device]' (or opencv-python-headless)") from None
-    from .runner import RunOptions, check_display, import_serve, run
+    from .frame_loop import RunOptions, check_display, import_serve, run
     from .runtime import Classifier
     from .sources import open_source
 
