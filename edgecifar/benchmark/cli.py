@@ -96,6 +96,12 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
 
         echo(f"exporting {run_dir} (no export/ yet) ...")
         export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=echo)
+    if not formats:
+        # By default: Keras, the exporter's default formats, and any optional one (tflite_int8_full) that was exported.
+        from ..export import DEFAULT_FORMATS
+
+        fmt_list = [f for f in fmt_list if f == "keras" or f in DEFAULT_FORMATS
+                    or any(cells.artifact_path(r, cells.model_name(r), f).is_file() for r in run_dirs)]
 
     ensure_writable_dir(Path(out))  # before any measurement: a read-only --out must not waste the whole run
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
