@@ -21,6 +21,8 @@ Settings chosen for the device, not for the newest runtime:
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,8 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
 
     if kind not in KINDS:
         raise ValueError(f"unknown TFLite kind {kind!r}")
+    if kind.startswith("int8") and calib is None:
+        raise ValueError("int8 conversion needs a calibration set")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if kind == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -74,12 +78,8 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
     elif kind == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif kind == "int8":
-        if calib is None:
-            raise ValueError("int8 conversion needs a calibration set")
         return _float_head_int8(conv, calib, {"uint8": tf.uint8, "int8": tf.int8}[io_dtype], per_channel)
     elif kind == "int8_full":
-        if calib is None:
-            raise ValueError("int8 conversion needs a calibration set")
         io = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = calib.tflite_representative_dataset
@@ -89,9 +89,16 @@ def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8
         if not per_channel:
             conv._experimental_disable_per_channel = True
     tflite214_converter_settings(conv, kind)
+    with _conversion_errors():
+        return conv.convert()
+
+
+@contextlib.contextmanager
+def _conversion_errors():
+    """The converter's native log lines diverted; a failure becomes one RuntimeError ending with its last log lines."""
     with native_stderr() as log:
         try:
-            return conv.convert()
+            yield
         except Exception as e:
             tail = " | ".join(line for line in log.read().splitlines()[-3:] if line.strip())
             raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
@@ -115,16 +122,11 @@ def _float_head_int8(conv, calib, input_type, per_channel: bool) -> bytes:
     if not per_channel:
         conv._experimental_disable_per_channel = True
     tflite214_converter_settings(conv, "int8")
-    with native_stderr() as log:
-        try:
-            calibrated = conv.convert()
-            head = head_node(calibrated)
-            quantized = tfl_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=False,
-                                                  denylisted_nodes=[head])
-            return bytes(tfl_util.modify_model_io_type(quantized, input_type, tf.float32))
-        except Exception as e:
-            tail = " | ".join(line for line in log.read().splitlines()[-3:] if line.strip())
-            raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
+    with _conversion_errors():
+        calibrated = conv.convert()
+        quantized = tfl_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=False,
+                                              denylisted_nodes=[head_node(calibrated)])
+        return bytes(tfl_util.modify_model_io_type(quantized, input_type, tf.float32))
 
 
 def head_node(model_bytes: bytes) -> str:
