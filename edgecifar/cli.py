@@ -86,6 +86,8 @@ def models_cmd(as_json):
             "documented_test_accuracy": info.documented_test_accuracy,
             "source": info.source,
             "recipe": info.recipe.describe(),
+            "augment": "camera" if info.recipe.camera else "plain",
+            "variants": [v for v in info.recipe.variants if v != ("camera" if info.recipe.camera else "plain")],
             "default": name == zoo.DEFAULT_MODEL,
         })
     if as_json:
@@ -98,6 +100,8 @@ def models_cmd(as_json):
         doc = f", write-up: {r['documented_test_accuracy']}% test" if r["documented_test_accuracy"] else ""
         click.echo(f"{r['name']}{star}\n    params  {r['params']:,}   MACs  {r['macs'] / 1e6:,.1f} M per image\n"
                    f"    source  {r['source']}\n    recipe  {r['recipe']}{doc}")
+        for v in r["variants"]:  # e.g. seed003_bn_cnn_camera: the same recipe with(out) the camera augmentation
+            click.echo(f"    variant  {r['name']}_{v}: edgecifar train {r['name']} --augment {v}")
 
 
 @cli.command("train")
@@ -117,7 +121,11 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Resume the most recent interrupted run of MODEL.")
 @click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
-def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights, distribute):
+@click.option("--augment", type=click.Choice(["plain", "camera"]), default=None,
+              help="camera: add random blur, low light, low contrast, sensor noise and JPEG to training images "
+                   "(a camera-robust variant, run named <model>_camera); plain: without it. Default: the model's recipe.")
+def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights,
+              distribute, augment):
     """Train MODEL (default: the default model) with its documented recipe and write a run directory.
 
     \b
@@ -136,13 +144,14 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
     if model is None:
         model = zoo.DEFAULT_MODEL
         click.echo(f"no model given: training the default model {model} (see `edgecifar models` for the others)")
-    if resume and not run_dir:
-        run_dir = runs.latest_unfinished(model, runs_dir)
-    from .train import train
+    from .train import train, with_augment
 
+    _, label = with_augment(model, zoo.model_info(model).recipe, augment)  # a bad --augment fails before anything runs
+    if resume and not run_dir:
+        run_dir = runs.latest_unfinished(label, runs_dir)
     done = train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                  seed=seed, limit=limit, test_limit=test_limit, val_size=val_size, backbone_weights=backbone_weights,
-                 distribute=distribute, echo=click.echo)
+                 distribute=distribute, echo=click.echo, augment=augment)
     click.echo(f"next: edgecifar evaluate {done}  |  edgecifar export {done} --int8")
 
 

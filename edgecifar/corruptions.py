@@ -104,13 +104,17 @@ def _per_image(images: np.ndarray, fn: Callable[[np.ndarray, int], np.ndarray]) 
 
 # --- blur ----------------------------------------------------------------------------------------
 
-def gaussian_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+def blur_image(img: np.ndarray, sigma: float) -> np.ndarray:
+    """One uint8 image through a Gaussian of `sigma` pixels (also the camera augmentation's blur)."""
     import cv2
 
-    sigma = _param(GAUSSIAN_BLUR_SIGMA, severity)
     k = 2 * int(4 * sigma + 0.5) + 1  # skimage/scipy's kernel: truncated at 4 sigma
-    return _per_image(images, lambda img, _: _to_uint8(
-        cv2.GaussianBlur(img.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_REPLICATE)))
+    return _to_uint8(cv2.GaussianBlur(img.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_REPLICATE))
+
+
+def gaussian_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    sigma = _param(GAUSSIAN_BLUR_SIGMA, severity)
+    return _per_image(images, lambda img, _: blur_image(img, sigma))
 
 
 def disk_kernel(radius: float, alias_sigma: float) -> np.ndarray:
@@ -167,9 +171,13 @@ def motion_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> 
 
 # --- noise ---------------------------------------------------------------------------------------
 
+def add_noise(images: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of `sigma` pixel levels: a number, or one per image shaped (N, 1, 1, 1)."""
+    return _to_uint8(images + np.float32(sigma) * rng.standard_normal(images.shape, dtype=np.float32))
+
+
 def gaussian_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    sigma = 255.0 * _param(GAUSSIAN_NOISE_SIGMA, severity)
-    return _to_uint8(images + sigma * rng.standard_normal(images.shape, dtype=np.float32))
+    return add_noise(images, 255.0 * _param(GAUSSIAN_NOISE_SIGMA, severity), rng)
 
 
 def shot_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -181,31 +189,41 @@ def shot_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> n
 
 # --- digital / photometric -----------------------------------------------------------------------
 
-def jpeg(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+def jpeg_image(img: np.ndarray, quality: int) -> np.ndarray:
+    """One RGB uint8 image through a JPEG encode and decode at `quality` (also the camera augmentation's)."""
     import cv2
 
-    quality = _param(JPEG_QUALITY, severity)
     # 4:2:0 (half-resolution colour) is what cameras and PIL write; said explicitly, not left to a default.
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+    # OpenCV encodes BGR; giving it RGB would swap the chroma planes that 4:2:0 subsamples.
+    ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], params)
+    if not ok:
+        raise RuntimeError("cv2.imencode failed on a 32x32 image")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
 
-    def roundtrip(img, _):
-        # OpenCV encodes BGR; giving it RGB would swap the chroma planes that 4:2:0 subsamples.
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], params)
-        if not ok:
-            raise RuntimeError("cv2.imencode failed on a 32x32 image")
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
 
-    return _per_image(images, roundtrip)
+def jpeg(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    quality = _param(JPEG_QUALITY, severity)
+    return _per_image(images, lambda img, _: jpeg_image(img, quality))
+
+
+def scale_light(images: np.ndarray, factor) -> np.ndarray:
+    """Every pixel times `factor` (a number, or one per image shaped (N, 1, 1, 1)): a dimmer exposure."""
+    return _to_uint8(images * np.float32(factor))
+
+
+def scale_contrast(images: np.ndarray, factor) -> np.ndarray:
+    """Pixels pulled towards their image's per-channel mean by `factor` (a number, or one per image)."""
+    means = images.mean(axis=(1, 2), keepdims=True, dtype=np.float32)  # per image and channel, as CIFAR-10-C
+    return _to_uint8((images - means) * np.float32(factor) + means)
 
 
 def low_light(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    return _to_uint8(images * np.float32(_param(LOW_LIGHT_FACTOR, severity)))
+    return scale_light(images, _param(LOW_LIGHT_FACTOR, severity))
 
 
 def contrast(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    factor = np.float32(_param(CONTRAST_FACTOR, severity))
-    means = images.mean(axis=(1, 2), keepdims=True, dtype=np.float32)  # per image and channel, as CIFAR-10-C
-    return _to_uint8((images - means) * factor + means)
+    return scale_contrast(images, _param(CONTRAST_FACTOR, severity))
 
 
 def pixelate(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from . import runs, zoo
+from .camera_augment import camera_augment
 
 SHIFT = 0.1  # seed 003's width/height_shift_range
 PROGRESS_EVERY_S = 60  # inside an epoch, one progress line this often when output goes to a log (a terminal gets Keras' bar)
@@ -68,18 +69,20 @@ def make_loss(recipe: zoo.Recipe):
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    """Random shift (pad, then crop back to 32x32) and horizontal flip, in numpy.
+    """Random shift (pad, then crop back to 32x32) and horizontal flip, then the camera augmentation, in numpy.
 
     Seed 003: shift up to 10 % with nearest fill (integer-pixel shifts stand in for
-    ImageDataGenerator's interpolated ones); edge models: reflect-pad 4. A Keras PyDataset
-    keeps it backend-agnostic.
+    ImageDataGenerator's interpolated ones); edge models: reflect-pad 4. `augmentation=None` skips
+    the shift and flip (a plain phase of a camera-augmented run). `camera`: each image then goes
+    through edgecifar.camera_augment. A Keras PyDataset keeps it backend-agnostic.
     """
 
-    def __init__(self, x, y, batch_size, seed, augmentation="shift10_edge"):
+    def __init__(self, x, y, batch_size, seed, augmentation="shift10_edge", camera=False):
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng = np.random.default_rng(seed)
-        self.pad, self.mode = AUGMENTATIONS[augmentation]
+        self.pad, self.mode = AUGMENTATIONS[augmentation] if augmentation else (0, None)
+        self.geometric, self.camera = augmentation is not None, camera
         self.order = self.rng.permutation(len(x))
 
     def __len__(self):
@@ -90,12 +93,16 @@ class AugmentedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        x, p = self.x[idx], self.pad
-        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=self.mode)
-        dy, dx = self.rng.integers(0, 2 * p + 1, size=(2, len(idx)))
-        out = np.stack([padded[k, dy[k] : dy[k] + x.shape[1], dx[k] : dx[k] + x.shape[2]] for k in range(len(idx))])
-        flip = self.rng.random(len(idx)) < 0.5
-        out[flip] = out[flip, :, ::-1]
+        out = self.x[idx]
+        if self.geometric:
+            p = self.pad
+            padded = np.pad(out, ((0, 0), (p, p), (p, p), (0, 0)), mode=self.mode)
+            dy, dx = self.rng.integers(0, 2 * p + 1, size=(2, len(idx)))
+            out = np.stack([padded[k, dy[k] : dy[k] + out.shape[1], dx[k] : dx[k] + out.shape[2]] for k in range(len(idx))])
+            flip = self.rng.random(len(idx)) < 0.5
+            out[flip] = out[flip, :, ::-1]
+        if self.camera:
+            out = camera_augment(out, self.rng)
         return out.astype("float32"), self.y[idx]
 
 

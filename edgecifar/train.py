@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from . import data as cifar
-from . import defaults, runs, zoo
+from . import camera_augment, defaults, runs, zoo
 from .distribute import distribute_scope
 from .errors import UserError
 from .files import write_json
@@ -66,6 +66,7 @@ def train(
     model_kwargs: dict | None = None,
     recipe: zoo.Recipe | None = None,
     label: str | None = None,
+    augment: str | None = None,
 ) -> Path:
     """Train `model_name` with its recipe (overridable) and return the run directory.
 
@@ -80,7 +81,7 @@ def train(
         progress_bar = sys.stdout.isatty()
     info = zoo.model_info(model_name)
     recipe = recipe or info.recipe
-    label = label or model_name
+    recipe, label = with_augment(model_name, recipe, augment, label)
     model_kwargs = dict(model_kwargs or {})
     if lr is not None:
         if not math.isfinite(lr) or lr <= 0:
@@ -165,9 +166,9 @@ def train(
             end = start + phase.epochs
             if done_epochs < end:
                 callbacks = [EpochLog(run_dir, number, total_epochs, echo, progress_lines=not progress_bar)]
-                if phase.augment:
+                if phase.augment or recipe.camera:
                     batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, seed + number,
-                                               recipe.augmentation)
+                                               recipe.augmentation if phase.augment else None, camera=recipe.camera)
                     model.fit(batches, epochs=end, initial_epoch=max(start, done_epochs), validation_data=validation,
                               callbacks=callbacks, verbose=int(progress_bar))
                 else:
@@ -193,6 +194,8 @@ def train(
         "model": label,
         "zoo_model": model_name,
         "model_kwargs": model_kwargs or None,
+        "augment": "camera" if recipe.camera else "plain",
+        "camera_augmentation": camera_augment.DESCRIPTION if recipe.camera else None,
         "params": n_params,
         "source": info.source,
         "recipe": {**recipe.to_dict(), "batch_size": batch_size, "phases": [vars(p) for p in phases], "epochs": total_epochs},
@@ -224,6 +227,22 @@ def train(
     runs.finish(run_dir)
     echo(f"wrote {run_dir}/ (model.keras, manifest.json, history.csv, curves.png)")
     return run_dir
+
+
+def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label: str | None = None):
+    """--augment camera|plain: the recipe with the camera augmentation switched on or off, and the
+    run's label. A run that differs from the model's own recipe is a variant, named
+    `<model>_<augment>` (its run directory, manifest and --resume use that name)."""
+    label = label or model_name
+    if augment is None:
+        return recipe, label
+    if augment not in recipe.variants:
+        choices = ", ".join(recipe.variants) or "none (this model fits a head on cached backbone features)"
+        raise UserError(f"--augment {augment} does not apply to {model_name}: choose from {choices}")
+    camera = augment == "camera"
+    if camera == recipe.camera:
+        return recipe, label
+    return dataclasses.replace(recipe, camera=camera), label if label != model_name else f"{model_name}_{augment}"
 
 
 def _scale_phases(phases, epochs):

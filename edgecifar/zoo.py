@@ -43,6 +43,14 @@ class Recipe:
     augmentation: str = "shift10_edge"
     # Validation images held out of the 50,000 (None: defaults.VAL_SIZE; 0: train on all, as a final recipe may).
     val_size: int | None = None
+    # The camera augmentation (edgecifar/camera_augment.py) on every training batch, every phase;
+    # `edgecifar train --augment camera|plain` switches it for one run (a variant, named in the run).
+    camera: bool = False
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The --augment values this recipe takes: the other one is a named variant of the model."""
+        return () if self.kind == "features" else ("plain", "camera")
 
     @property
     def epochs(self) -> int:
@@ -60,6 +68,8 @@ class Recipe:
             extra += f", label smoothing {self.label_smoothing:g}"
         if any(p.augment for p in self.phases):
             extra += f", augment {self.augmentation}"
+        if self.camera:
+            extra += ", camera augmentation"
         if self.val_size is not None:
             extra += f", {50_000 - self.val_size:,} training images" if self.val_size else ", all 50,000 training images"
         return f"{kind}{opt}, batch {self.batch_size}, epochs {phases}{extra}"
