@@ -13,6 +13,7 @@ import sys
 import click
 
 from . import __version__, defaults
+from .echo import progress_echo
 from .errors import UserError
 
 # name -> "module:attribute" of a click command
@@ -186,7 +187,7 @@ def evaluate_cmd(run, data_dir, corruptions, samples, seed, as_json):
         raise UserError(f"--seed {seed} is negative; pass 0 or a positive integer")
     run_dir = runs.resolve_run(run)  # a wrong path fails here, before TensorFlow loads
     quiet.import_tensorflow()
-    echo = (lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo
+    echo = progress_echo(as_json)
     if corruptions:
         from .evaluate import evaluate_corruptions
 

@@ -24,6 +24,12 @@ BUDGETS_PP = {
     "onnx_int8": 1.0,
 }
 
+# Accuracy-aware int8 (export/fallback.py): the target an int8 artifact must meet before layers are kept in float,
+# and how many of the most sensitive layers may be. 0.3 pp and 98.5 % agreement are the product goal (issue 15).
+INT8_TARGET_PP = 0.3
+INT8_TARGET_AGREEMENT = 0.985
+FALLBACK_MAX_LAYERS = 4
+
 # Benchmark timing: untimed warm-up runs, then at least MIN_RUNS batch-1 runs and MIN_SECONDS.
 WARMUP = 10
 MIN_RUNS = 50

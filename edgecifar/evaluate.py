@@ -89,6 +89,22 @@ def mean_corruption_accuracy(accuracy: dict[str, dict]) -> tuple[dict[str, float
     return means, float(np.mean(list(means.values())))
 
 
+def family_split(means: dict[str, float]) -> dict:
+    """mCA over the corruptions `train --augment camera` trains on, and over those it never sees.
+
+    A camera-robust model is trained on blur, low light, contrast, Gaussian noise and JPEG (with
+    other parameters than the suite's); the unseen half (defocus and motion blur, shot noise,
+    pixelate, camera round trip) shows whether its robustness carries over. Either figure is None
+    when the suite ran on a subset that leaves its half empty.
+    """
+    from .camera_augment import TRAINED_FAMILIES
+
+    seen = [v for k, v in means.items() if k in TRAINED_FAMILIES]
+    unseen = [v for k, v in means.items() if k not in TRAINED_FAMILIES]
+    return {"mca_camera_trained_families": float(np.mean(seen)) if seen else None,
+            "mca_camera_unseen_families": float(np.mean(unseen)) if unseen else None}
+
+
 def corruption_accuracy(predict, images: np.ndarray, labels: np.ndarray, names=None, severities=None, seed: int = 0,
                         echo=None) -> dict:
     """Top-1 of `predict` (uint8 RGB NHWC images -> class probabilities) on the clean images and on every
@@ -97,15 +113,30 @@ def corruption_accuracy(predict, images: np.ndarray, labels: np.ndarray, names=N
 
     Generation and prediction are timed apart: the first is the suite's cost, the second the model's.
     """
+    return corruption_accuracies({"model": predict}, images, labels, names, severities, seed, echo)["model"]
+
+
+def corruption_accuracies(predicts: dict, images: np.ndarray, labels: np.ndarray, names=None, severities=None,
+                          seed: int = 0, echo=None) -> dict:
+    """corruption_accuracy for several models at once ({name: predict} → {name: result}): each corrupted
+    set is generated once and every model predicts it (the benchmark's robustness section)."""
     import time
 
     from . import corruptions
 
     names, severities = corruptions.check_names(names), corruptions.check_severities(severities)
-    t = time.perf_counter()
-    clean = top1(predict, images, labels)
-    predict_s, generate_s = time.perf_counter() - t, 0.0
-    accuracy = {name: {} for name in names}
+    accuracy = {m: {name: {} for name in names} for m in predicts}
+    clean, predict_s = {}, dict.fromkeys(predicts, 0.0)
+
+    def score(m, x):
+        t = time.perf_counter()
+        acc = top1(predicts[m], x, labels)
+        predict_s[m] += time.perf_counter() - t
+        return acc
+
+    for m in predicts:
+        clean[m] = score(m, images)
+    generate_s = 0.0
     generate_by = dict.fromkeys(names, 0.0)  # per corruption: shows which one to make faster
     sets = corruptions.corrupted_test_sets(images, names, severities, seed)
     while True:
@@ -117,25 +148,30 @@ def corruption_accuracy(predict, images: np.ndarray, labels: np.ndarray, names=N
             break
         name, severity, corrupted = item
         generate_by[name] += dt
-        t = time.perf_counter()
-        accuracy[name][str(severity)] = top1(predict, corrupted, labels)  # str: JSON object keys
-        predict_s += time.perf_counter() - t
+        for m in predicts:
+            accuracy[m][name][str(severity)] = score(m, corrupted)  # str: JSON object keys
         if echo and severity == severities[-1]:
-            echo(f"  {name:<17} " + "  ".join(f"s{s} {100 * accuracy[name][str(s)]:5.1f}%" for s in severities))
-    means, mca = mean_corruption_accuracy(accuracy)
-    return {
-        "clean_accuracy": clean,
-        "mca": mca,
-        "mca_definition": MCA_DEFINITION,
-        "corruption_mean": means,
-        "accuracy": accuracy,
-        "samples": int(len(labels)),
-        "seed": seed,
-        "severities": list(severities),
-        "parameters": {name: corruptions.PARAMETERS[name] for name in names},
-        "cifar10c_levels": {name: corruptions.CIFAR10C_LEVELS[name] for name in names},
-        "seconds": {"generate": generate_s, "predict": predict_s, "generate_by_corruption": generate_by},
-    }
+            for m in predicts:
+                prefix = f"{m}: " if len(predicts) > 1 else ""
+                echo(f"  {prefix}{name:<17} " + "  ".join(f"s{s} {100 * accuracy[m][name][str(s)]:5.1f}%" for s in severities))
+    results = {}
+    for m in predicts:
+        means, mca = mean_corruption_accuracy(accuracy[m])
+        results[m] = {
+            "clean_accuracy": clean[m],
+            "mca": mca,
+            "mca_definition": MCA_DEFINITION,
+            **family_split(means),
+            "corruption_mean": means,
+            "accuracy": accuracy[m],
+            "samples": int(len(labels)),
+            "seed": seed,
+            "severities": list(severities),
+            "parameters": {name: corruptions.PARAMETERS[name] for name in names},
+            "cifar10c_levels": {name: corruptions.CIFAR10C_LEVELS[name] for name in names},
+            "seconds": {"generate": generate_s, "predict": predict_s[m], "generate_by_corruption": generate_by},
+        }
+    return results
 
 
 def corruption_csv(result: dict) -> str:
@@ -159,14 +195,23 @@ def corruption_markdown(result: dict, title: str, command: str, notes: list[str]
              "the level each severity's parameters come from.", *notes, "",
              "| corruption | CIFAR-10-C levels | " + " | ".join(f"severity {s}" for s in sev) + " | mean | mean − clean (pp) |",
              "|---|---|" + "---:|" * (len(sev) + 2)]
+    from .camera_augment import TRAINED_FAMILIES
+
     for name, by_severity in result["accuracy"].items():
         levels = result["cifar10c_levels"].get(name)
         level_text = ", ".join(map(str, levels)) if levels else "(own)"
         mean = 100 * result["corruption_mean"][name]
         cells = " | ".join(f"{100 * by_severity[str(s)]:.2f}" for s in sev)
-        lines.append(f"| {name} | {level_text} | {cells} | {mean:.2f} | {mean - clean:+.2f} |")
+        mark = " †" if name in TRAINED_FAMILIES else ""
+        lines.append(f"| {name}{mark} | {level_text} | {cells} | {mean:.2f} | {mean - clean:+.2f} |")
     blank = " | " * len(sev)
     lines.append(f"| **mCA** | |{blank}**{100 * result['mca']:.2f}** | {100 * result['mca'] - clean:+.2f} |")
+    seen, unseen = result.get("mca_camera_trained_families"), result.get("mca_camera_unseen_families")
+    if seen is not None and unseen is not None:
+        lines += ["", f"† a family `edgecifar train --augment camera` trains on (other parameters, drawn at random: "
+                      f"`edgecifar/camera_augment.py`). Mean over those: **{100 * seen:.2f} %**; over the "
+                      f"{len(result['accuracy']) - sum(n in TRAINED_FAMILIES for n in result['accuracy'])} it never "
+                      f"sees: **{100 * unseen:.2f} %**. For a model trained without it, both are unseen."]
     seconds = result.get("seconds")
     if seconds:
         lines += ["", f"Time: generating the corrupted sets {seconds['generate']:.1f} s, predicting "

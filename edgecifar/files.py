@@ -6,10 +6,84 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists here (another user's process counts as alive: never touch its files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a process id only means something on the host that made it."""
+    import socket
+    import zlib
+
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+HOST = _host_tag()
+def owner_tag() -> str:
+    """This process' tag for temporary names (after a fork the child has its own pid)."""
+    return f"{HOST}-{os.getpid()}"
+
+
+def sweep_dead(folder, pattern: str) -> list[Path]:
+    """Remove what a killed edgecifar process left in `folder`: entries whose name matches `pattern`
+    (a regex with (?P<host>...) and (?P<pid>...) groups) made on this host, by this user, by a
+    process that is gone. Returns what was removed.
+
+    kill -9 skips every `finally`, so temporary files and folders are named with their host tag and
+    process id, and the next run of the same kind clears the dead ones. A live process' entries, and
+    those of another machine sharing the folder (NFS, a mounted volume) or another user, are left alone.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    rx = re.compile(pattern)
+    for entry in entries:
+        m = rx.match(entry.name)
+        if not m or m.group("host") != HOST:
+            continue
+        pid = int(m.group("pid"))
+        try:
+            if pid == os.getpid() or pid_alive(pid) or entry.lstat().st_uid != os.getuid():
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # not ours to remove after all, or gone already
+    return removed
+
+
+OWNER_PATTERN = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d{1,10})"
+SCRATCH_PATTERN = rf"^edgecifar-[a-z0-9]+-{OWNER_PATTERN}-"
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str):
+    """A private temporary folder (system temp dir) named edgecifar-KIND-HOST-PID-*, removed afterwards;
+    folders of killed processes (SavedModels of an export killed with -9) are cleared first."""
+    root = Path(tempfile.gettempdir())
+    sweep_dead(root, SCRATCH_PATTERN)
+    path = Path(tempfile.mkdtemp(prefix=f"edgecifar-{kind}-{owner_tag()}-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -22,7 +96,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
+        # Named with the process id, so a later write clears what a killed writer left (sweep_dead).
+        sweep_dead(path.parent, rf"^\.{re.escape(path.name)}\.{OWNER_PATTERN}\.\w+{re.escape(suffix or path.suffix + '.tmp')}$")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
     except OSError as e:
         raise UserError(f"cannot write to {path.parent}: {e.strerror}; choose a writable output directory") from None
     os.close(fd)

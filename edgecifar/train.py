@@ -46,6 +46,25 @@ PREPROCESSING = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one run will do, every option checked: the recipe as it will run, and the data sizes."""
+
+    model_name: str
+    label: str
+    recipe: zoo.Recipe  # with this run's batch size, phases (--epochs) and --lr
+    model_kwargs: dict
+    seed: int
+    limit: int | None
+    test_limit: int | None
+    val_size: int
+    weights: object = None  # transfer models: the backbone weights argument
+
+    @property
+    def total_epochs(self) -> int:
+        return self.recipe.epochs
+
+
 def train(
     model_name: str = zoo.DEFAULT_MODEL,
     *,
@@ -79,10 +98,49 @@ def train(
     """
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
+    # 0. Every option checked before anything slow happens or any run directory exists.
+    plan = plan_run(model_name, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit, test_limit=test_limit,
+                    val_size=val_size, backbone_weights=backbone_weights, model_kwargs=model_kwargs, recipe=recipe,
+                    label=label, augment=augment)
+
+    # 1. Data: the training split, minus a stratified validation slice; test is for the end only.
+    ds, train_split, val_split, test = load_splits(plan, data_dir, echo)
+
+    # 2. Run directory and model, resuming an interrupted run when its checkpoint is there.
+    run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(plan.label, runs_dir)
+    model, done_epochs = open_model(plan, run_dir, len(train_split), distribute, echo)
+    echo(f"model: {plan.label} ({model.count_params():,} params) — {zoo.model_info(model_name).source}"
+         + (f" with {plan.model_kwargs}" if plan.model_kwargs else ""))
+    echo(f"recipe: {plan.recipe.describe()}")
+    echo(f"run: {run_dir}")
+
+    # 3. Fit, phase by phase (seed 003: plain, then augmented).
+    t_start = time.perf_counter()
+    model, phase_results = fit(plan, model, done_epochs, train_split, val_split, test, run_dir, echo, progress_bar)
+    train_seconds = time.perf_counter() - t_start
+
+    # 4. Evaluate on the test set (once, or after each phase of a multi-phase recipe), then write the run artifacts.
+    test_acc = split_accuracy(model, test)
+    echo(f"test accuracy: {100 * test_acc:.2f}% on {len(test)} images")
+    if len(plan.recipe.phases) > 1 and plan.recipe.kind != "features":
+        phase_results[str(len(plan.recipe.phases))] = {"epochs": plan.total_epochs, "test_accuracy": test_acc}
+    runs.save_model(model, run_dir / "model.keras")
+    history = runs.read_history(run_dir / "history.csv")
+    runs.write_manifest(run_dir, manifest(plan, model, ds, train_split, val_split, test, test_acc, phase_results, history,
+                                          train_seconds, distribute))
+    from .plots import plot_curves
+
+    plot_curves(history, run_dir / "curves.png", title=f"{plan.label} — test {100 * test_acc:.2f}%")
+    runs.finish(run_dir)
+    echo(f"wrote {run_dir}/ (model.keras, manifest.json, history.csv, curves.png)")
+    return run_dir
+
+
+def plan_run(model_name, *, epochs=None, batch_size=None, lr=None, seed=0, limit=None, test_limit=None, val_size=None,
+             backbone_weights=None, model_kwargs=None, recipe=None, label=None, augment=None) -> Plan:
+    """The recipe this run will follow, with every override applied and checked (UserError: one line)."""
     info = zoo.model_info(model_name)
-    recipe = recipe or info.recipe
-    recipe, label = with_augment(model_name, recipe, augment, label)
-    model_kwargs = dict(model_kwargs or {})
+    recipe, label = with_augment(model_name, recipe or info.recipe, augment, label)
     if lr is not None:
         if not math.isfinite(lr) or lr <= 0:
             raise UserError(f"--lr must be a positive number, got {lr}")
@@ -95,7 +153,6 @@ def train(
     batch_size = recipe.batch_size if batch_size is None else batch_size
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    total_epochs = sum(p.epochs for p in phases)
     if limit is not None and limit < 20:
         raise UserError(f"--limit must be at least 20 images, got {limit}")
     if seed < 0:
@@ -111,99 +168,102 @@ def train(
         from .transfer import backbone_weights_arg
 
         weights = backbone_weights_arg(model_name, backbone_weights)  # checked before any run directory exists
+    recipe = dataclasses.replace(recipe, batch_size=batch_size, phases=tuple(phases))
+    return Plan(model_name, label, recipe, dict(model_kwargs or {}), seed, limit, test_limit, val_size, weights)
 
-    # 1. Data: the training split, minus a stratified validation slice; test is for the end only.
+
+def load_splits(plan: Plan, data_dir, echo):
+    """(dataset, train, validation, test): --limit trims the training split, --test-limit the test split."""
     ds = cifar.load(data_dir)
-    train_split = ds.train
-    if limit is not None:
-        train_split = cifar.Split(train_split.images[:limit], train_split.labels[:limit])
-        val_size = min(val_size, max(10, limit // 10))
+    train_split, val_size = ds.train, plan.val_size
+    if plan.limit is not None:
+        train_split = cifar.Split(train_split.images[: plan.limit], train_split.labels[: plan.limit])
+        val_size = min(val_size, max(10, plan.limit // 10))
     if len(train_split) - val_size < 10:
         raise UserError(f"--val-size {val_size} leaves {max(0, len(train_split) - val_size)} of {len(train_split)} images "
                         "to train on (at least 10 are needed); use a smaller --val-size")
-    train_split, val_split = cifar.train_val_split(train_split, val_size, seed)
+    train_split, val_split = cifar.train_val_split(train_split, val_size, plan.seed)
     echo(f"data: {ds.source} — train {len(train_split)}, validation {len(val_split)} (held out of train), test {len(ds.test)}")
+    test = ds.test
+    if plan.test_limit is not None:
+        idx = cifar.stratified_indices(test.labels, plan.test_limit, plan.seed)
+        test = cifar.Split(test.images[idx], test.labels[idx])
+    return ds, train_split, val_split, test
 
-    # 2. Run directory, resuming an interrupted run when its checkpoint is there.
-    run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(label, runs_dir)
+
+def open_model(plan: Plan, run_dir: Path, n_train: int, distribute: bool, echo):
+    """(compiled model, epochs already done): the checkpoint of an interrupted run, or a new model."""
     done_epochs, model = runs.load_checkpoint(run_dir)
-    keras.utils.set_random_seed(seed + done_epochs)  # same seed → same result, also after a resume
-    strategy = distribute_scope(distribute, echo)
-    with strategy:
+    keras.utils.set_random_seed(plan.seed + done_epochs)  # same seed → same result, also after a resume
+    recipe = plan.recipe
+    with distribute_scope(distribute, echo):
         if model is None:
-            extra = {"weights": weights} if recipe.kind == "features" else {}
-            model = zoo.create_model(model_name, **extra, **model_kwargs)
-            steps = len(train_split) // batch_size if recipe.kind != "features" else 1
-            model.compile(optimizer=make_optimizer(recipe, max(1, steps), total_epochs), loss=make_loss(recipe),
+            extra = {"weights": plan.weights} if recipe.kind == "features" else {}
+            model = zoo.create_model(plan.model_name, **extra, **plan.model_kwargs)
+            steps = n_train // recipe.batch_size if recipe.kind != "features" else 1
+            model.compile(optimizer=make_optimizer(recipe, max(1, steps), plan.total_epochs), loss=make_loss(recipe),
                           metrics=["accuracy"])
         else:
-            echo(f"resuming {run_dir} after epoch {done_epochs}/{total_epochs}")
+            echo(f"resuming {run_dir} after epoch {done_epochs}/{plan.total_epochs}")
     truncate_history(run_dir / "history.csv", done_epochs)
-    n_params = int(model.count_params())
-    echo(f"model: {label} ({n_params:,} params) — {info.source}" + (f" with {model_kwargs}" if model_kwargs else ""))
-    echo(f"recipe: {dataclasses.replace(recipe, batch_size=batch_size, phases=tuple(phases)).describe()}")
-    echo(f"run: {run_dir}")
+    return model, done_epochs
 
-    test = ds.test
-    if test_limit is not None:
-        idx = cifar.stratified_indices(test.labels, test_limit, seed)
-        test = cifar.Split(test.images[idx], test.labels[idx])
+
+def fit(plan: Plan, model, done_epochs, train_split, val_split, test, run_dir: Path, echo, progress_bar):
+    """Fit the epochs not done yet, phase by phase; returns (model, {phase: test accuracy after it})."""
+    recipe, batch_size, total = plan.recipe, plan.recipe.batch_size, plan.total_epochs
     phase_file = run_dir / "phases.json"  # test accuracy after each phase; survives a resume
     phase_results = json.loads(phase_file.read_text()) if phase_file.is_file() else {}
-
-    # 3. Fit, phase by phase (seed 003: plain, then augmented).
-    t_start = time.perf_counter()
-    x_val = val_split.images.astype("float32") if len(val_split) else None
-    validation = (x_val, val_split.labels) if x_val is not None else None
+    validation = (val_split.images.astype("float32"), val_split.labels) if len(val_split) else None
     if recipe.kind == "features":
         from . import transfer
 
-        model = transfer.fit_head(model, recipe, train_split, val_split, batch_size, run_dir, echo, total_epochs, done_epochs)
-    else:
-        x_train = train_split.images.astype("float32")
-        start = 0
-        for number, phase in enumerate(phases, 1):
-            end = start + phase.epochs
-            if done_epochs < end:
-                callbacks = [EpochLog(run_dir, number, total_epochs, echo, progress_lines=not progress_bar)]
-                if phase.augment or recipe.camera:
-                    batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, seed + number,
-                                               recipe.augmentation if phase.augment else None, camera=recipe.camera)
-                    model.fit(batches, epochs=end, initial_epoch=max(start, done_epochs), validation_data=validation,
-                              callbacks=callbacks, verbose=int(progress_bar))
-                else:
-                    model.fit(x_train, train_split.labels, batch_size=batch_size, epochs=end, initial_epoch=max(start, done_epochs),
-                              validation_data=validation, shuffle=True, callbacks=callbacks, verbose=int(progress_bar))
-            if number < len(phases) and done_epochs <= end and str(number) not in phase_results:
-                # A multi-phase write-up (seed 003) reports test accuracy after each phase: measure it too.
-                acc = split_accuracy(model, test)
-                phase_results[str(number)] = {"epochs": end, "test_accuracy": acc}
-                write_json(phase_file, phase_results)
-                echo(f"phase {number} done after epoch {end}: test accuracy {100 * acc:.2f}% on {len(test)} images")
-            start = end
-    train_seconds = time.perf_counter() - t_start
+        model = transfer.fit_head(model, recipe, train_split, val_split, batch_size, run_dir, echo, total, done_epochs)
+        return model, phase_results
+    start = 0
+    for number, phase in enumerate(recipe.phases, 1):
+        end = start + phase.epochs
+        if done_epochs < end:
+            callbacks = [EpochLog(run_dir, number, total, echo, progress_lines=not progress_bar)]
+            epochs = dict(epochs=end, initial_epoch=max(start, done_epochs), validation_data=validation,
+                          callbacks=callbacks, verbose=int(progress_bar))
+            if phase.augment or recipe.camera:
+                batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, plan.seed + number,
+                                           recipe.augmentation if phase.augment else None, camera=recipe.camera)
+                model.fit(batches, **epochs)
+            else:
+                model.fit(train_split.images.astype("float32"), train_split.labels, batch_size=batch_size, shuffle=True,
+                          **epochs)
+        if number < len(recipe.phases) and done_epochs <= end and str(number) not in phase_results:
+            # A multi-phase write-up (seed 003) reports test accuracy after each phase: measure it too.
+            acc = split_accuracy(model, test)
+            phase_results[str(number)] = {"epochs": end, "test_accuracy": acc}
+            write_json(phase_file, phase_results)
+            echo(f"phase {number} done after epoch {end}: test accuracy {100 * acc:.2f}% on {len(test)} images")
+        start = end
+    return model, phase_results
 
-    # 4. Evaluate on the test set (once, or after each phase of a multi-phase recipe), then write the run artifacts.
-    test_acc = split_accuracy(model, test)
-    echo(f"test accuracy: {100 * test_acc:.2f}% on {len(test)} images")
-    if len(phases) > 1 and recipe.kind != "features":
-        phase_results[str(len(phases))] = {"epochs": total_epochs, "test_accuracy": test_acc}
-    runs.save_model(model, run_dir / "model.keras")
-    history = runs.read_history(run_dir / "history.csv")
-    manifest = {
-        "model": label,
-        "zoo_model": model_name,
-        "model_kwargs": model_kwargs or None,
+
+def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phase_results, history, train_seconds,
+             distribute) -> dict:
+    """manifest.json: the contract export and benchmark read (model, recipe as run, data, metrics, provenance)."""
+    info = zoo.model_info(plan.model_name)
+    recipe = plan.recipe
+    return {
+        "model": plan.label,
+        "zoo_model": plan.model_name,
+        "model_kwargs": plan.model_kwargs or None,
         "augment": "camera" if recipe.camera else "plain",
         "camera_augmentation": camera_augment.DESCRIPTION if recipe.camera else None,
-        "params": n_params,
+        "params": int(model.count_params()),
         "source": info.source,
-        "recipe": {**recipe.to_dict(), "batch_size": batch_size, "phases": [vars(p) for p in phases], "epochs": total_epochs},
+        # What ran: the recipe with this run's batch size and phases (--epochs), described as such.
+        "recipe": {**recipe.to_dict(), "phases": [vars(p) for p in recipe.phases]},
         "preprocessing": PREPROCESSING,
         "input_shape": list(zoo.INPUT_SHAPE),
         "class_names": ds.class_names,
         "data": {"source": ds.source, "fingerprint": ds.fingerprint, "train_images": len(train_split),
-                 "val_images": len(val_split), "limit": limit, "seed": seed},
+                 "val_images": len(val_split), "limit": plan.limit, "seed": plan.seed},
         "metrics": {
             "test_accuracy": test_acc,
             "test_images": len(test),
@@ -220,13 +280,6 @@ def train(
         "git_commit": runs.git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    runs.write_manifest(run_dir, manifest)
-    from .plots import plot_curves
-
-    plot_curves(history, run_dir / "curves.png", title=f"{label} — test {100 * test_acc:.2f}%")
-    runs.finish(run_dir)
-    echo(f"wrote {run_dir}/ (model.keras, manifest.json, history.csv, curves.png)")
-    return run_dir
 
 
 def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label: str | None = None):

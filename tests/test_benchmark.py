@@ -210,3 +210,29 @@ def test_accuracy_block_against_keras():
     b = metrics.accuracy_block(fmt, labels, ["a", "b"], keras)
     assert b["top1"] == 0.75 and b["agreement"] == 0.5 and b["top1_delta_pp"] == pytest.approx(0)
     assert b["per_class_delta_pp"] == {"a": pytest.approx(50.0), "b": pytest.approx(-50.0)}
+
+
+def test_corruptions_section_scores_every_format_against_keras(exported_run, tmp_path, cifar):
+    """--corruptions: robustness.md/.json/.png; every format on the same corrupted images, Keras' figures equal to
+    the evaluate stage's own suite on the same subset (one definition of mCA)."""
+    from edgecifar.evaluate import corruption_accuracy, corruption_subset
+    from edgecifar.predict import predict_probs
+    from edgecifar.runs import load_model
+
+    out = tmp_path / "bench"
+    proc = run_cli("benchmark", exported_run, "--out", out, *FAST[:1], 100, *FAST[2:], "--threads", "1",
+                   "--formats", "keras,tflite_int8,onnx_int8", "--corruptions", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("robustness.md", "robustness.json", "robustness.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rob = json.loads((out / "robustness.json").read_text())
+    assert "--corruptions" in rob["command"]
+    (entry,) = rob["runs"].values()
+    assert list(entry["results"]) == ["keras", "tflite_int8", "onnx_int8"]
+    images, labels = corruption_subset(cifar.test, 100, 0)
+    model = load_model(exported_run / "model.keras")
+    direct = corruption_accuracy(lambda x: predict_probs(model, x), images, labels)
+    keras = entry["results"]["keras"]
+    assert keras["mca"] == pytest.approx(direct["mca"]) and keras["accuracy"] == direct["accuracy"]
+    md = (out / "robustness.md").read_text()
+    assert "| tflite_int8 |" in md and "Δ mCA" in md and f"{100 * keras['mca']:.2f} %" in md

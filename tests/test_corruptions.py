@@ -80,6 +80,14 @@ def test_mca_is_the_mean_of_the_per_corruption_figures(bundled_suite):
     assert bundled_suite["corruption_mean"] == pytest.approx(per_corruption)
     assert bundled_suite["mca"] == pytest.approx(np.mean(list(per_corruption.values())))
     assert mean_corruption_accuracy({"a": {"1": 0.5, "2": 0.3}, "b": {"1": 1.0, "2": 0.0}}) == ({"a": 0.4, "b": 0.5}, 0.45)
+    # The camera-trained and the unseen halves: each the mean of its own corruptions, together the mCA.
+    from edgecifar.camera_augment import TRAINED_FAMILIES
+
+    seen = [per_corruption[n] for n in per_corruption if n in TRAINED_FAMILIES]
+    unseen = [per_corruption[n] for n in per_corruption if n not in TRAINED_FAMILIES]
+    assert len(seen) == 5 and len(unseen) == 5
+    assert bundled_suite["mca_camera_trained_families"] == pytest.approx(np.mean(seen))
+    assert bundled_suite["mca_camera_unseen_families"] == pytest.approx(np.mean(unseen))
 
 
 def test_corruption_accuracy_takes_any_predict(few):

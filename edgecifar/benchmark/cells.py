@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .. import data as cifar
 from .. import runs
 from ..device import metadata
 from ..errors import UserError
-from ..files import sha256_file
+from ..files import scratch_dir, sha256_file
 from . import metrics
 
 SCHEMA = "edgecifar.benchmark/1"
@@ -194,7 +193,7 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
     echo(f"benchmark: {len(run_dirs)} model(s) x {len(formats)} format(s) x threads {threads} = {cells} measurements, "
          f"{len(idx)} test images, load average {load_start[0]:.2f}")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
+    with scratch_dir("bench") as tmp:
         work = Path(tmp)
         np.save(work / "timing.npy", test.images[:TIMING_IMAGES])
         np.save(work / "eval.npy", test.images[idx])

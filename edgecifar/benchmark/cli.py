@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..echo import progress_echo
 from .. import defaults
 from ..errors import UserError
 from ..files import ensure_writable_dir
@@ -35,8 +36,10 @@ DEFAULTS = {"warmup": defaults.WARMUP, "min_runs": defaults.MIN_RUNS, "min_secon
 @click.option("--export", "do_export", is_flag=True, help="Run `edgecifar export` first for runs that have no export/ folder.")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
 @click.option("--note", help="A sentence printed at the top of report.md (e.g. what is special about these runs).")
+@click.option("--corruptions", is_flag=True, help="Also run the corruption suite on every format (robustness.md/.json/.png: "
+              "mCA per format and its Δ against Keras per corruption; --samples applies).")
 def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, floor, as_json, compare_path,
-                  do_export, data_dir, note):
+                  do_export, data_dir, note, corruptions):
     """Measure accuracy, latency, throughput, size and memory of each RUN's Keras model and exported formats.
 
     Without RUN, the latest finished run is measured.
@@ -64,7 +67,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         # 0 < floor <= 1 is refused: it is almost surely a fraction from before --floor took percent.
         hint = f"; a fraction? --floor takes percent: --floor {100 * floor:g}" if 0 < floor <= 1 else ""
         raise UserError(f"--floor is a top-1 accuracy in percent, 0 or above 1 and at most 100 (e.g. 60), got {floor:g}{hint}")
-    echo = (lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo
+    echo = progress_echo(as_json)
     for name, value, low in (("--warmup", warmup, 0), ("--min-runs", min_runs, 1), ("--batch", batch, 1)):
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
@@ -105,10 +108,15 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
 
     ensure_writable_dir(Path(out))  # before any measurement: a read-only --out must not waste the whole run
     settings = {"samples": samples, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds, "batch": batch}
-    command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note)
+    command = _command(runs_, out, samples, formats and fmt_list, threads, warmup, min_runs, min_seconds, batch, data_dir, note,
+                       corruptions)
     results = cells.benchmark(run_dirs, list(fmt_list), thread_list, settings, data_dir, echo, command)
     results["user_note"] = note
     written = report.write_all(results, Path(out))
+    if corruptions:
+        from . import robustness
+
+        written += robustness.write(robustness.measure(run_dirs, list(fmt_list), samples, data_dir, echo), Path(out), command)
     echo(f"wrote {', '.join(str(p) for p in written)}")
     if old is not None:
         echo("\n".join(report.compare(old, results)))
@@ -125,7 +133,7 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
         echo(f"accuracy floor {floor:g} %: all {len(results['rows'])} formats pass")
 
 
-def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir, note) -> str:
+def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir, note, corruptions=False) -> str:
     """The exact command that regenerates this report, with every measurement setting spelled out."""
     args = ["edgecifar", "benchmark", *map(str, runs_), "--out", str(out)]
     if samples is not None:
@@ -138,4 +146,6 @@ def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_second
         args += ["--data-dir", str(data_dir)]
     if note:
         args += ["--note", note]
+    if corruptions:
+        args += ["--corruptions"]
     return shlex.join(args)

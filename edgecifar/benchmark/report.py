@@ -119,6 +119,7 @@ def _size(b):
 
 
 def to_markdown(results: dict) -> str:
+    """report.md: ratios first, then one section per model, then method and machine."""
     threads = [str(t) for t in results["settings"]["threads"]]
     t1, tn = threads[0], threads[-1]
     m, s, la = results["machine"], results["settings"], results["load_average"]
@@ -149,63 +150,84 @@ def to_markdown(results: dict) -> str:
         by_model.setdefault(row["model"], []).append(row)
     lines[-2:-2] = _verdicts(by_model, t1) + [""]
     for model, rows in by_model.items():
-        keras_size = next((r["size_bytes"] for r in rows if r["format"] == "keras"), None)
-        for r in rows:
-            if r["format"].startswith("keras") or r["status"] != "ok":
-                continue
-            c1, cn = r["threads"].get(t1, {}), r["threads"].get(tn, {})
-            acc = r["accuracy"] or {}
-            ratio = r["size_bytes"] / keras_size if keras_size and r["size_bytes"] else None
-            lines.append(
-                f"| {model} | {LABELS[r['format']]} | {_x(c1.get('speedup_vs_keras'))} | {_x(cn.get('speedup_vs_keras'))} "
-                f"| {_x(c1.get('speedup_vs_float32'))} | {_x(c1.get('speedup_vs_keras_predict'))} | {_x(ratio)} "
-                f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} |")
+        lines += _ratio_rows(model, rows, t1, tn)
     lines += ["", "![accuracy vs latency](pareto.png)", "", "![size on disk](size.png)", ""]
 
     for model, rows in by_model.items():
-        info = results["models"][model]
-        manifest_acc = info.get("manifest_test_accuracy")
-        lines += [f"## {model}", "", f"Run: `{info['run']}`" + (f" — Keras test accuracy recorded at training: {100 * manifest_acc:.2f}%" if manifest_acc is not None else ""), ""]
-        lines += [
-            f"| format | runtime | status | size | top-1 | Δ pp | agreement | max class Δ pp | ms p50 / p90 @{t1} thr | ms p50 / p90 @{tn} thr "
-            f"| FPS @{t1} / @{tn} | img/s batch {s['batch']} @{tn} | peak RSS MiB (Δ python) | load ms | × Keras @{t1} / @{tn} | × float32 @{t1} |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            acc = r["accuracy"] or {}
-            c1, cn = r["threads"].get(t1), r["threads"].get(tn)
-            status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
-            lat = lambda c: f"{c['latency']['p50_ms']:.3f} / {c['latency']['p90_ms']:.3f}" if c else "—"
-            fps = lambda c: f"{1000 / c['latency']['p50_ms']:.0f}" if c else "—"
-            thr = (cn or {}).get("throughput")
-            lines.append(
-                f"| {LABELS[r['format']]} | {r['runtime'] or '—'} | {status} | {_size(r['size_bytes'])} | {_f(acc.get('top1'), '{:.2%}')} "
-                f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} | {_f(acc.get('max_abs_class_delta_pp'), '{:.1f}')} "
-                f"| {lat(c1)} | {lat(cn)} | {fps(c1)} / {fps(cn)} | {_f(thr and thr['images_per_s'], '{:.0f}') if thr else ((cn or {}).get('batch_note') and 'n/a') or '—'} "
-                f"| {_f(cn and cn['rss_kb'] / 1024, '{:.0f}')} ({_f(cn and cn['rss_delta_kb'] / 1024, '{:+.0f}')}) | {_f(cn and cn['load_ms'], '{:.1f}')} "
-                f"| {_x(c1 and c1['speedup_vs_keras'])} / {_x(cn and cn['speedup_vs_keras'])} | {_x(c1 and c1['speedup_vs_float32'])} |")
-        files = [f"`{Path(r['path']).name}` {r['sha256'][:12]}" for r in rows if r.get("sha256") and r["format"] != "keras_predict"]
-        if files:
-            lines += ["", "Files measured (sha256, first 12 hex digits; `--compare` flags a re-exported file): " + ", ".join(files) + "."]
-        keras = next((r for r in rows if r["format"] == "keras" and r["status"] == "ok"), None)
-        if keras:
-            methods = {t: c["method"] for t, c in keras["threads"].items()}
-            trials = {t: c.get("trials_p50_ms") for t, c in keras["threads"].items()}
-            lines += ["", "Keras batch-1 paths tried (short trial, p50 ms; the fastest is the \"Keras\" row):", ""]
-            for t, tr in trials.items():
-                shown = ", ".join(f"`{k}` {v:.3f}" if isinstance(v, float) else f"`{k}` {v}" for k, v in (tr or {}).items())
-                lines.append(f"- {t} thread(s): {shown} → **`{methods[t]}`**")
-        names = results["class_names"]
-        with_delta = [r for r in rows if (r["accuracy"] or {}).get("per_class_delta_pp") and r["format"] not in ("keras", "keras_predict")]
-        if with_delta:
-            lines += ["", "Per-class top-1 change vs Keras (percentage points):", "",
-                      "| format | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-            for r in with_delta:
-                d = r["accuracy"]["per_class_delta_pp"]
-                lines.append(f"| {LABELS[r['format']]} | " + " | ".join(_f(d[n], "{:+.1f}") for n in names) + " |")
-        lines.append("")
+        lines += _model_section(model, rows, results, t1, tn)
+    lines += _method_and_machine(results, tn)
+    return "\n".join(lines)
 
+
+def _ratio_rows(model: str, rows: list[dict], t1: str, tn: str) -> list[str]:
+    """The "Ratios first" table's rows for one model."""
+    lines = []
+    keras_size = next((r["size_bytes"] for r in rows if r["format"] == "keras"), None)
+    for r in rows:
+        if r["format"].startswith("keras") or r["status"] != "ok":
+            continue
+        c1, cn = r["threads"].get(t1, {}), r["threads"].get(tn, {})
+        acc = r["accuracy"] or {}
+        ratio = r["size_bytes"] / keras_size if keras_size and r["size_bytes"] else None
+        lines.append(
+            f"| {model} | {LABELS[r['format']]} | {_x(c1.get('speedup_vs_keras'))} | {_x(cn.get('speedup_vs_keras'))} "
+            f"| {_x(c1.get('speedup_vs_float32'))} | {_x(c1.get('speedup_vs_keras_predict'))} | {_x(ratio)} "
+            f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} |")
+    return lines
+
+
+def _model_section(model: str, rows: list[dict], results: dict, t1: str, tn: str) -> list[str]:
+    """One model's section: every format's row, the files measured, Keras' batch-1 paths, per-class change."""
+    s = results["settings"]
+    lines = []
+    info = results["models"][model]
+    manifest_acc = info.get("manifest_test_accuracy")
+    lines += [f"## {model}", "", f"Run: `{info['run']}`" + (f" — Keras test accuracy recorded at training: {100 * manifest_acc:.2f}%" if manifest_acc is not None else ""), ""]
     lines += [
+        f"| format | runtime | status | size | top-1 | Δ pp | agreement | max class Δ pp | ms p50 / p90 @{t1} thr | ms p50 / p90 @{tn} thr "
+        f"| FPS @{t1} / @{tn} | img/s batch {s['batch']} @{tn} | peak RSS MiB (Δ python) | load ms | × Keras @{t1} / @{tn} | × float32 @{t1} |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = r["accuracy"] or {}
+        c1, cn = r["threads"].get(t1), r["threads"].get(tn)
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
+        lat = lambda c: f"{c['latency']['p50_ms']:.3f} / {c['latency']['p90_ms']:.3f}" if c else "—"
+        fps = lambda c: f"{1000 / c['latency']['p50_ms']:.0f}" if c else "—"
+        thr = (cn or {}).get("throughput")
+        lines.append(
+            f"| {LABELS[r['format']]} | {r['runtime'] or '—'} | {status} | {_size(r['size_bytes'])} | {_f(acc.get('top1'), '{:.2%}')} "
+            f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} | {_f(acc.get('max_abs_class_delta_pp'), '{:.1f}')} "
+            f"| {lat(c1)} | {lat(cn)} | {fps(c1)} / {fps(cn)} | {_f(thr and thr['images_per_s'], '{:.0f}') if thr else ((cn or {}).get('batch_note') and 'n/a') or '—'} "
+            f"| {_f(cn and cn['rss_kb'] / 1024, '{:.0f}')} ({_f(cn and cn['rss_delta_kb'] / 1024, '{:+.0f}')}) | {_f(cn and cn['load_ms'], '{:.1f}')} "
+            f"| {_x(c1 and c1['speedup_vs_keras'])} / {_x(cn and cn['speedup_vs_keras'])} | {_x(c1 and c1['speedup_vs_float32'])} |")
+    files = [f"`{Path(r['path']).name}` {r['sha256'][:12]}" for r in rows if r.get("sha256") and r["format"] != "keras_predict"]
+    if files:
+        lines += ["", "Files measured (sha256, first 12 hex digits; `--compare` flags a re-exported file): " + ", ".join(files) + "."]
+    keras = next((r for r in rows if r["format"] == "keras" and r["status"] == "ok"), None)
+    if keras:
+        methods = {t: c["method"] for t, c in keras["threads"].items()}
+        trials = {t: c.get("trials_p50_ms") for t, c in keras["threads"].items()}
+        lines += ["", "Keras batch-1 paths tried (short trial, p50 ms; the fastest is the \"Keras\" row):", ""]
+        for t, tr in trials.items():
+            shown = ", ".join(f"`{k}` {v:.3f}" if isinstance(v, float) else f"`{k}` {v}" for k, v in (tr or {}).items())
+            lines.append(f"- {t} thread(s): {shown} → **`{methods[t]}`**")
+    names = results["class_names"]
+    with_delta = [r for r in rows if (r["accuracy"] or {}).get("per_class_delta_pp") and r["format"] not in ("keras", "keras_predict")]
+    if with_delta:
+        lines += ["", "Per-class top-1 change vs Keras (percentage points):", "",
+                  "| format | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for r in with_delta:
+            d = r["accuracy"]["per_class_delta_pp"]
+            lines.append(f"| {LABELS[r['format']]} | " + " | ".join(_f(d[n], "{:+.1f}") for n in names) + " |")
+    lines.append("")
+
+    return lines
+
+
+def _method_and_machine(results: dict, tn: str) -> list[str]:
+    m, s, la = results["machine"], results["settings"], results["load_average"]
+    return [
         "## Method",
         "",
         "- Every format runs in its real runtime through `edgecifar.device.runtime.Classifier` "
@@ -234,7 +256,8 @@ def to_markdown(results: dict) -> str:
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()),
         "",
     ]
-    return "\n".join(lines)
+
+
 
 
 def _verdicts(by_model: dict, t1: str, max_loss_pp: float = 1.0) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import OWNER_PATTERN, owner_tag, sweep_dead
 from .overlay import annotate
 from .preprocess import frame_to_rgb
 from .stats import RunStats
@@ -86,7 +88,9 @@ class VideoSink:
         if not os.access(self.path.parent, os.W_OK):
             raise UserError(f"--save {self.path}: {self.path.parent} is not writable")
         # The temporary name keeps the extension: OpenCV picks the container from it.
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{ext}")
+        self.tmp = self.path.with_name(f".{self.path.stem}.{owner_tag()}.partial{ext}")
+        # A run killed with -9 leaves its .partial file: clear those of dead processes.
+        sweep_dead(self.path.parent, rf"^\.{re.escape(self.path.stem)}\.{OWNER_PATTERN}\.partial")
         self.fourcc = VIDEO_FOURCC[ext]
         self.fps = fps
         self._writer = None
@@ -242,27 +246,14 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
     out = out or sys.stdout
     err = err or sys.stderr
     info_stream = err if opts.json_lines else out  # keep stdout pure JSON lines for scripts
-    names = clf.class_names
-    k = max(1, min(opts.top_k, len(names)))
-    size = clf.input_size
-    color_order = ((clf.meta.get("input") or {}).get("color_order") or "RGB").upper()
-
-    sink = VideoSink(opts.save, source.fps or 15.0) if opts.save else None
-    window = Window() if opts.show else None
-    server = None
-    if opts.serve:
-        host, port = opts.serve
-        server = import_serve().LiveServer(host, port, opts.token, {"model": clf.path.name, "format": clf.meta.get("format"),
-                                                      "backend": clf.runtime, "source": source.description,
-                                                      "classes": list(names), "top_k": k})
-        server.start()
-        print(f"live view: {server.url}", file=info_stream, flush=True)
+    k = max(1, min(opts.top_k, len(clf.class_names)))
+    sink, window, server = _open_outputs(clf, source, opts, k, info_stream)
 
     # One untimed warm-up call: the first invocation allocates and packs weights (XNNPACK) and would skew the stats.
-    clf.infer(clf.quantize_input(np.zeros((1, *size, 3), np.uint8)))
+    clf.infer(clf.quantize_input(np.zeros((1, *clf.input_size, 3), np.uint8)))
     status = None if opts.json_lines else StatusLine(out)
     stats = RunStats()
-    smoothed = None
+    classify = FrameClassifier(clf, k, opts.smooth)
     position = -1          # index of the frame in the source, undecodable ones included
     reason = "end of stream"
     keep_video = True
@@ -271,62 +262,28 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
     deadline = None
     try:
         while True:
-            if stop.reason:
-                reason = stop.reason
-                break
-            if opts.max_frames is not None and stats.frames >= opts.max_frames:
-                reason = f"--max-frames {opts.max_frames} reached"
-                break
             t0 = time.perf_counter()
             if deadline is None and opts.duration is not None:
                 deadline = t0 + opts.duration
-            if deadline is not None and t0 >= deadline:
-                reason = f"--duration {opts.duration:g} s reached"
+            reason = _stop_reason(opts, stats, stop, deadline, t0)
+            if reason:
                 break
             ok, frame, name = source.read()
             t1 = time.perf_counter()
             if not ok:
                 if name is None:
+                    reason = "end of stream"
                     break
                 position += 1
                 stats.fail(name)
                 print(f"warning: skipped {name}: cannot decode it", file=err, flush=True)
                 continue
             position += 1
-            rgb = frame_to_rgb(frame, size, "BGR")
-            if color_order == "BGR":
-                rgb = np.ascontiguousarray(rgb[..., ::-1])
-            x = clf.quantize_input(rgb[None])
-            t2 = time.perf_counter()
-            raw = clf.infer(x)
-            t3 = time.perf_counter()
-            probs = clf.dequantize_output(raw)[0]
-            if opts.smooth:
-                smoothed = probs if smoothed is None else opts.smooth * smoothed + (1 - opts.smooth) * probs
-                probs = smoothed
-            top = top_k(probs, k, names)
-            t4 = time.perf_counter()
-            ms = {"capture": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
-                  "postprocess": (t4 - t3) * 1e3}
+            top, ms = classify(frame)
+            ms["capture"] = (t1 - t0) * 1e3
             stats.add(ms)
-
-            record = {"frame": position}
-            if name is not None:
-                record["file"] = name
-            record["timestamp"] = round(time.time(), 3)  # Unix time, seconds
-            record["top"] = [{"label": label, "index": i, "confidence": round(conf, 4)} for i, label, conf in top]
-            record["ms"] = {key: round(v, 3) for key, v in ms.items()}
-            if opts.json_lines:
-                out.write(json.dumps(record) + "\n")
-                out.flush()
-            else:
-                labels = "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top)
-                if name is not None:
-                    # Photos: every file gets its own line (a camera gets a throttled status line instead).
-                    status.line(f"{name}: {labels}")
-                else:
-                    status.update(f"frame {position}: {labels}  | {stats.live_fps:.1f} FPS, "
-                                  f"inference {ms['inference']:.1f} ms")
+            record = frame_record(position, name, top, ms)
+            _print_frame(out, status, opts.json_lines, record, top, stats)
             if sink or window or server:
                 annotated = annotate(frame, [(lb, c) for _, lb, c in top], stats.live_fps, note=name)
                 if sink:
@@ -364,6 +321,85 @@ def run(clf, source, opts: RunOptions, out=None, err=None) -> RunStats:
         what = f"none of its {stats.failed} frame(s) could be decoded" if stats.failed else "it delivered no frame"
         raise UserError(f"{source.description}: {what}; check that it is a readable image or video")
     return stats
+
+
+class FrameClassifier:
+    """One BGR camera frame → (top-k [(index, label, confidence)], {stage: ms}), as the export check
+    classifies test images: the runner's preprocessing, the artifact's own input quantization."""
+
+    def __init__(self, clf, k: int, smooth: float | None):
+        self.clf, self.k, self.smooth, self.smoothed = clf, k, smooth, None
+        self.color_order = ((clf.meta.get("input") or {}).get("color_order") or "RGB").upper()
+
+    def __call__(self, frame):
+        clf = self.clf
+        t1 = time.perf_counter()
+        rgb = frame_to_rgb(frame, clf.input_size, "BGR")
+        if self.color_order == "BGR":
+            rgb = np.ascontiguousarray(rgb[..., ::-1])
+        x = clf.quantize_input(rgb[None])
+        t2 = time.perf_counter()
+        raw = clf.infer(x)
+        t3 = time.perf_counter()
+        probs = clf.dequantize_output(raw)[0]
+        if self.smooth:
+            self.smoothed = probs if self.smoothed is None else self.smooth * self.smoothed + (1 - self.smooth) * probs
+            probs = self.smoothed
+        top = top_k(probs, self.k, clf.class_names)
+        t4 = time.perf_counter()
+        return top, {"preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3}
+
+
+def _open_outputs(clf, source, opts: RunOptions, k: int, info_stream):
+    """(video sink, window, live server): each None unless asked for."""
+    sink = VideoSink(opts.save, source.fps or 15.0) if opts.save else None
+    window = Window() if opts.show else None
+    server = None
+    if opts.serve:
+        host, port = opts.serve
+        server = import_serve().LiveServer(host, port, opts.token, {"model": clf.path.name, "format": clf.meta.get("format"),
+                                                      "backend": clf.runtime, "source": source.description,
+                                                      "classes": list(clf.class_names), "top_k": k})
+        server.start()
+        print(f"live view: {server.url}", file=info_stream, flush=True)
+    return sink, window, server
+
+
+def _stop_reason(opts: RunOptions, stats: RunStats, stop, deadline, now) -> str | None:
+    """Why the loop stops before reading another frame (a signal, --max-frames, --duration), or None."""
+    if stop.reason:
+        return stop.reason
+    if opts.max_frames is not None and stats.frames >= opts.max_frames:
+        return f"--max-frames {opts.max_frames} reached"
+    if deadline is not None and now >= deadline:
+        return f"--duration {opts.duration:g} s reached"
+    return None
+
+
+def frame_record(position: int, name, top, ms: dict) -> dict:
+    """One frame's --json line: position, file (photos), Unix time, top-k, per-stage milliseconds."""
+    record = {"frame": position}
+    if name is not None:
+        record["file"] = name
+    record["timestamp"] = round(time.time(), 3)  # Unix time, seconds
+    record["top"] = [{"label": label, "index": i, "confidence": round(conf, 4)} for i, label, conf in top]
+    order = ("capture", "preprocess", "inference", "postprocess")
+    record["ms"] = {key: round(ms[key], 3) for key in order}
+    return record
+
+
+def _print_frame(out, status, json_lines: bool, record: dict, top, stats: RunStats) -> None:
+    if json_lines:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+        return
+    labels = "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top)
+    if "file" in record:
+        # Photos: every file gets its own line (a camera gets a throttled status line instead).
+        status.line(f"{record['file']}: {labels}")
+    else:
+        status.update(f"frame {record['frame']}: {labels}  | {stats.live_fps:.1f} FPS, "
+                      f"inference {record['ms']['inference']:.1f} ms")
 
 
 def _silence_stdout() -> None:

@@ -309,127 +309,132 @@ def _finite(value):
     return value
 
 
-def _handler_for(live: LiveServer):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "edgecifar-live"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-        timeout = 30  # seconds a stalled client may block its own thread before it is dropped
+class LiveHandler(BaseHTTPRequestHandler):
+    """One HTTP request to the live view: the page, the MJPEG stream or the stats, behind the access check."""
 
-        def handle(self):
-            try:
-                super().handle()
-            except _CLIENT_GONE:
-                self.close_connection = True  # the client hung up mid-request: nothing to answer
+    live: "LiveServer"  # set per server by handler_for
+    server_version = "edgecifar-live"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a stalled client may block its own thread before it is dropped
 
-        def finish(self):
-            try:
-                super().finish()  # flushes what is left for a client that may be gone
-            except _CLIENT_GONE:
-                pass
+    def handle(self):
+        try:
+            super().handle()
+        except _CLIENT_GONE:
+            self.close_connection = True  # the client hung up mid-request: nothing to answer
 
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            parts = urlsplit(self.path)
-            query = parse_qs(parts.query)
-            if not self._allowed(query):
-                return
-            route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
-                     "/stats.json": self._stats, "/favicon.ico": self._no_icon}.get(parts.path)
-            if route is None:
-                self._send(HTTPStatus.NOT_FOUND, b"not found: try / , /stream.mjpg or /stats.json\n", "text/plain")
-                return
-            route()
+    def finish(self):
+        try:
+            super().finish()  # flushes what is left for a client that may be gone
+        except _CLIENT_GONE:
+            pass
 
-        def do_HEAD(self):  # noqa: N802
-            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        if not self._allowed(query):
+            return
+        route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
+                 "/stats.json": self._stats, "/favicon.ico": self._no_icon}.get(parts.path)
+        if route is None:
+            self._send(HTTPStatus.NOT_FOUND, b"not found: try / , /stream.mjpg or /stats.json\n", "text/plain")
+            return
+        route()
 
-        # --- access ---
+    def do_HEAD(self):  # noqa: N802
+        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
 
-        def _allowed(self, query) -> bool:
-            if is_loopback(live.host) and not _host_is_loopback(self.headers.get("Host", "")):
-                # A page from elsewhere can point a DNS name at 127.0.0.1; a loopback server only answers loopback names.
-                self._send(HTTPStatus.FORBIDDEN, b"forbidden: this server only answers requests for localhost\n", "text/plain")
-                return False
-            if live.token is None:
-                return True
-            given = None
-            auth = self.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer ":
-                given = auth[7:].strip()
-            elif "token" in query:
-                given = query["token"][0]
-            if given is None:
-                self._send(HTTPStatus.UNAUTHORIZED, b"token required: add ?token=... or an Authorization: Bearer header\n",
-                           "text/plain", {"WWW-Authenticate": 'Bearer realm="edgecifar"'})
-                return False
-            if not hmac.compare_digest(given.encode(), live.token.encode()):
-                self._send(HTTPStatus.FORBIDDEN, b"wrong token\n", "text/plain")
-                return False
+    # --- access ---
+
+    def _allowed(self, query) -> bool:
+        if is_loopback(self.live.host) and not _host_is_loopback(self.headers.get("Host", "")):
+            # A page from elsewhere can point a DNS name at 127.0.0.1; a loopback server only answers loopback names.
+            self._send(HTTPStatus.FORBIDDEN, b"forbidden: this server only answers requests for localhost\n", "text/plain")
+            return False
+        if self.live.token is None:
             return True
+        given = None
+        auth = self.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        elif "token" in query:
+            given = query["token"][0]
+        if given is None:
+            self._send(HTTPStatus.UNAUTHORIZED, b"token required: add ?token=... or an Authorization: Bearer header\n",
+                       "text/plain", {"WWW-Authenticate": 'Bearer realm="edgecifar"'})
+            return False
+        if not hmac.compare_digest(given.encode(), self.live.token.encode()):
+            self._send(HTTPStatus.FORBIDDEN, b"wrong token\n", "text/plain")
+            return False
+        return True
 
-        # --- routes ---
+    # --- routes ---
 
-        def _page(self):
-            self._send(HTTPStatus.OK, live._page, "text/html; charset=utf-8", {
-                "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
-                                           "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                                           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-            })
+    def _page(self):
+        self._send(HTTPStatus.OK, self.live._page, "text/html; charset=utf-8", {
+            "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
+                                       "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                                       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        })
 
-        def _stats(self):
-            body = json.dumps(_finite(live.stats()), default=json_default).encode()
-            self._send(HTTPStatus.OK, body, "application/json")
+    def _stats(self):
+        body = json.dumps(_finite(self.live.stats()), default=json_default).encode()
+        self._send(HTTPStatus.OK, body, "application/json")
 
-        def _no_icon(self):
-            self._send(HTTPStatus.NO_CONTENT, b"", None)
+    def _no_icon(self):
+        self._send(HTTPStatus.NO_CONTENT, b"", None)
 
-        def _stream(self):
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self._common_headers()
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            live._client_joined(+1)
-            seq = 0
-            try:
-                while not live._closed.is_set():
-                    seq, jpeg = live._next_jpeg(seq)
-                    if jpeg is None:
-                        continue
-                    # Blocks while this client's socket is full; meanwhile newer frames replace older ones
-                    # upstream, so the next write sends the newest frame, never a backlog.
-                    self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                     % (BOUNDARY.encode(), len(jpeg)) + jpeg + b"\r\n")
-                    self.wfile.flush()
-            except _CLIENT_GONE:
-                pass  # the viewer went away
-            finally:
-                live._client_joined(-1)
+    def _stream(self):
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self._common_headers()
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.live._client_joined(+1)
+        seq = 0
+        try:
+            while not self.live._closed.is_set():
+                seq, jpeg = self.live._next_jpeg(seq)
+                if jpeg is None:
+                    continue
+                # Blocks while this client's socket is full; meanwhile newer frames replace older ones
+                # upstream, so the next write sends the newest frame, never a backlog.
+                self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                 % (BOUNDARY.encode(), len(jpeg)) + jpeg + b"\r\n")
+                self.wfile.flush()
+        except _CLIENT_GONE:
+            pass  # the viewer went away
+        finally:
+            self.live._client_joined(-1)
 
-        # --- plumbing ---
+    # --- plumbing ---
 
-        def _common_headers(self):
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")  # the token may be in the URL
+    def _common_headers(self):
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")  # the token may be in the URL
 
-        def _send(self, status, body: bytes, ctype, extra=None):
-            self.send_response(status)
-            if ctype:
-                self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self._common_headers()
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if body:
-                self.wfile.write(body)
+    def _send(self, status, body: bytes, ctype, extra=None):
+        self.send_response(status)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self._common_headers()
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
 
-        def log_message(self, format, *args):  # noqa: A002
-            pass  # the runner's output is per-frame results; access logs would drown it
+    def log_message(self, format, *args):  # noqa: A002
+        pass  # the runner's output is per-frame results; access logs would drown it
 
-    return Handler
+
+def _handler_for(live: "LiveServer"):
+    """LiveHandler bound to one server (http.server builds a handler per request from a class)."""
+    return type("Handler", (LiveHandler,), {"live": live})
 
 
 def _host_is_loopback(host_header: str) -> bool:

@@ -56,6 +56,43 @@ def reference(keras_model, test: cifar.Split, check_samples: int | None, echo=pr
     return ref
 
 
+MIN_VALIDATION = 100  # held-back images needed for a validation Δ worth printing (1 image = 1 pp at 100)
+
+
+def validation_reference(keras_model, train: cifar.Split, data_info: dict, calibration_indices, echo=print,
+                         fingerprint: dict | None = None):
+    """The run's held-back validation images, minus any calibration image, with Keras' answers; or
+    (None, why not). Neither trained on nor calibrated on, they show whether the int8 Δ on test
+    is a property of the model or of the 10,000 test images."""
+    val_size = int(data_info.get("val_images") or 0)
+    if not val_size:
+        return None, "the run trained on all its training images: there are no held-back validation images"
+    if data_info.get("limit"):
+        return None, "the run trained on a --limit subset: its validation split is not reconstructed"
+    if fingerprint is not None and data_info.get("fingerprint") and data_info["fingerprint"] != fingerprint:
+        return None, "the export reads other CIFAR-10 files than the run trained on: its validation split is not known"
+    # train.train_val_split's own draw: the same stratified indices of the full training split.
+    seed = int(data_info.get("seed") or 0)
+    idx = cifar.stratified_indices(train.labels, val_size, seed)
+    kept = np.setdiff1d(idx, np.asarray(calibration_indices if calibration_indices is not None else [], int))
+    if len(kept) < MIN_VALIDATION:
+        return None, (f"only {len(kept)} of the run's {val_size} validation images are not calibration images "
+                      "(calibration drew the same ones); use another --calib-samples to measure it")
+    subset = {"split": "validation", "samples": int(len(kept)),
+              "selection": f"the run's validation split (edgecifar.data.stratified_indices(train labels, {val_size}, "
+                           f"seed={seed})) minus {len(idx) - len(kept)} calibration images"}
+    from ..predict import predict_probs
+
+    echo(f"keras reference on {len(kept)} held-back validation images")
+    probs = predict_probs(keras_model, train.images[kept]).astype(np.float32)
+    return Reference(train.images[kept], train.labels[kept], probs, subset), None
+
+
+def brief(result: dict) -> dict:
+    """The figures a second image set adds to an artifact's row (validation next to test)."""
+    return {k: result[k] for k in ("accuracy", "keras_accuracy", "delta_pp", "agreement", "top1_ties", "samples")}
+
+
 def check(path: Path, fmt: str, ref: Reference, echo=print, budget_pp: float | None = None) -> dict:
     """Top-1 accuracy, delta and agreement vs Keras, max |delta probability|, size, status."""
     from ..device.runtime import Classifier

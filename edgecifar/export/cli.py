@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..echo import progress_echo
 from .. import defaults
 from . import FORMATS
 
@@ -31,11 +32,14 @@ from . import FORMATS
 @click.option("--max-drop", type=float, metavar="PP",
               help="Exit with status 1 when an int8 artifact's top-1 is more than PP points below Keras (or it failed).")
 @click.option("--debug-quant", is_flag=True, help="Also write per-layer quantization error reports for the int8 artifacts.")
+@click.option("--accuracy-aware/--plain-int8", default=True, show_default=True,
+              help="When an int8 artifact misses the target (within 0.3 pp of Keras, 98.5 % agreement), keep its most "
+                   "sensitive layers in float until it meets it (up to 4; the report says which and what they cost).")
 @click.option("--data-dir", type=click.Path(), help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA).")
 @click.option("--runs-dir", type=click.Path(), help="Where to look for the latest run when RUN is left out.")
 @click.option("--out", "out_dir", type=click.Path(), help="Output folder (default RUN/export).")
 def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, io_dtype, per_channel, calib_method, opset,
-               max_drop, debug_quant, data_dir, runs_dir, out_dir):
+               max_drop, debug_quant, accuracy_aware, data_dir, runs_dir, out_dir):
     """Export RUN (default: the latest finished run) to TFLite and ONNX, calibrated and checked.
 
     \b
@@ -59,7 +63,8 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, 
     report = export_run(run, formats=fmts, calib_samples=calib_samples, check_samples=check_samples, data_dir=data_dir,
                         io_dtype=io_dtype, opset=opset, per_channel=per_channel, calib_method=calib_method,
                         max_drop=max_drop, debug_quant=debug_quant, runs_dir=runs_dir, out_dir=out_dir, command=command,
-                        echo=(lambda *a, **k: click.echo(*a, **{**k, "err": True})) if as_json else click.echo)
+                        accuracy_aware=accuracy_aware,
+                        echo=progress_echo(as_json))
     if as_json:
         import json
 

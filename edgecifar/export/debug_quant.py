@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import io
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..files import write_json, write_text
+from ..files import scratch_dir, write_json, write_text
 from ..quiet import python_logs
 
 DEBUG_SAMPLES = 100
@@ -62,8 +61,10 @@ def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print,
     if keras_model_path.suffix != ".keras":
         raise UserError(f"{keras_model_path}: TFLite quantization debugging needs the source .keras model")
     images = _images(calib, samples)
-    conversion = meta_io.read(int8_tflite_path).get("conversion") or {} if int8_tflite_path.is_file() else {}
+    meta = meta_io.read(int8_tflite_path) if int8_tflite_path.is_file() else {}
+    conversion = meta.get("conversion") or {}
     per_channel = bool(conversion.get("per_channel", True))
+    kind = "int8_full" if meta.get("format") == "tflite_int8_full" else "int8"
     echo(f"    TFLite QuantizationDebugger on {len(images)} calibration images ({'per-channel' if per_channel else 'per-tensor'})")
 
     def dataset():
@@ -71,22 +72,24 @@ def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print,
             yield [images[i : i + 1].astype(np.float32)]
 
     model = load_model(keras_model_path)
-    with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
+    with scratch_dir("debug") as tmp:
         from ..quiet import native_stderr
-        from .tflite_export import saved_model  # the exporter's SavedModel step
+        from .tflite_export import head_node, int8_converter, saved_model  # the exporter's own steps
 
         saved = saved_model(model, Path(tmp))
         with native_stderr():
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = dataset
-            if not per_channel:
-                converter._experimental_disable_per_channel = True
+            # The artifact's converter; for the float-head int8 its head is denylisted as the exporter does,
+            # so the layers debugged are the layers shipped.
+            converter = int8_converter(saved, dataset, kind, per_channel, conversion.get("inference_input_type", "uint8"))
+            keep_float = [head_node(int8_tflite_path.read_bytes())] if kind == "int8" and int8_tflite_path.is_file() else []
+            keep_float += conversion.get("float_layers") or []  # layers the accuracy-aware export kept in float
             float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
             # Built from the converter, the debug interpreter may reuse float tensors' memory, so
             # the direct float-vs-quantized metrics (for SQNR) run in a second debugger over the
             # same debug model, which preserves every tensor.
-            debug_model = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset).quant_model
+            first = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float or None)
+            debug_model = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset,
+                                                                    debug_options=first).quant_model
             options = tf.lite.experimental.QuantizationDebugOptions(
                 layer_direct_compare_metrics={"float_mean_square": _float_mean_square, "direct_mse": _direct_mse},
                 model_debug_metrics={"max_abs_output_diff": _max_abs_output_diff, "top1_agreement": _top1_agreement})
@@ -221,7 +224,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
         raise UserError(f"{float_source}: pass the float32 .onnx or the source .keras model")
     float_proto = onnx_export.preprocessed_float(float_proto)
 
-    with tempfile.TemporaryDirectory(prefix="edgecifar-debug-") as tmp:
+    with scratch_dir("debug") as tmp:
         tmp = Path(tmp)
         float_path, float_aug, qdq_aug = tmp / "float.onnx", tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
         onnx.save(float_proto, str(float_path))

@@ -34,7 +34,6 @@ import contextlib
 import io
 import json
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import numpy as np
 from ..device.metadata import ONNX_KEY
 from ..quiet import python_logs
 from ..errors import UserError
-from ..files import atomic_path
+from ..files import atomic_path, scratch_dir
 
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = {"probabilities": "probs", "logits": "logits"}  # by the metadata's output kind
@@ -155,7 +154,7 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calib_method]
-    with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
+    with scratch_dir("onnx") as tmp:
         pre, out = Path(tmp) / "preprocessed.onnx", Path(tmp) / "int8.onnx"
         pre_proto = preprocessed_float(float_proto)
         keep_float = list(keep_float)
@@ -215,7 +214,7 @@ def preprocessed_float(float_proto):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
+    with scratch_dir("onnx") as tmp:
         src, pre = Path(tmp) / "float.onnx", Path(tmp) / "preprocessed.onnx"
         onnx.save(float_proto, str(src))
         with python_logs(), contextlib.redirect_stdout(io.StringIO()):

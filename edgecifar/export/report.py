@@ -80,6 +80,47 @@ def markdown(report: dict) -> str:
             "TFLite and ONNX int8 are calibrated on these same images.",
             "",
         ]
+    aware = [a for a in report["artifacts"] if a.get("accuracy_aware")]
+    if aware:
+        lines += ["## Accuracy-aware int8", "",
+                  "Target: top-1 within {:g} pp of Keras and agreement ≥ {:g} % (export/fallback.py). An artifact that misses "
+                  "it keeps its most sensitive layers (quantization debugger ranking) in float.".format(
+                      aware[0]["accuracy_aware"].get("target_pp", 0.3), 100 * aware[0]["accuracy_aware"].get("target_agreement", 0.985)),
+                  ""]
+        for a in aware:
+            b = a["accuracy_aware"]
+            if b.get("skipped"):
+                lines.append(f"- {a['format']}: not searched: {b['skipped']}.")
+            elif b.get("error"):
+                lines.append(f"- {a['format']}: the search failed ({b['error']}); the best artifact before the failure "
+                             f"was kept ({len(b['kept_float'])} float layer(s)).")
+            elif not b.get("tries"):
+                lines.append(f"- {a['format']}: target met with every layer quantized (no float layer beyond the head).")
+            else:
+                f = b["first"]
+                tries = "; ".join(f"{len(t['kept_float'])} layer(s): Δ {t['delta_pp']:+.2f} pp, agree {100 * t['agreement']:.2f} %, "
+                                  f"{t['size_bytes'] / 1024:.0f} KiB, {t.get('latency_ms', float('nan')):.3f} ms"
+                                  for t in b["tries"] if t.get("delta_pp") is not None)
+                lines.append(f"- {a['format']}: first Δ {f['delta_pp']:+.2f} pp, agree {100 * f['agreement']:.2f} % "
+                             f"({b['miss']}), {b.get('first_latency_ms', float('nan')):.3f} ms; tries: {tries}. Kept in float: "
+                             f"{', '.join(f'`{n}`' for n in b['kept_float']) or 'none'}; target {'met' if b['met'] else 'not met'}; "
+                             f"cost {b['size_cost_bytes'] / 1024:+.1f} KiB, "
+                             + (f"{b['latency_cost_ms']:+.3f} ms" if b.get("latency_cost_ms") is not None else "? ms")
+                             + " per image (batch 1, 1 thread).")
+        lines.append("")
+    val = report.get("validation_check")
+    if val:
+        lines += ["## Int8 on held-back validation images", ""]
+        rows_v = [a for a in report["artifacts"] if a.get("validation") and "error" not in a["validation"]]
+        if rows_v:
+            lines += [f"{val['samples']:,} images: {val['selection']}. Neither trained nor calibrated on, so a Δ close "
+                      "to the test Δ says the quantization error belongs to the model, not to the test images.", "",
+                      "| format | Δ vs Keras (validation) | agree | ties | Δ vs Keras (test) |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {a['format']} | {a['validation']['delta_pp']:+.2f} pp | {100 * a['validation']['agreement']:.2f}% | "
+                      f"{a['validation']['top1_ties']} | {a['delta_pp']:+.2f} pp |" for a in rows_v]
+        else:
+            lines.append(f"Not measured: {val.get('reason', 'no int8 artifact passed its check')}.")
+        lines.append("")
     lines += ["## Conversion", ""]
     for a in report["artifacts"]:
         if a.get("conversion"):

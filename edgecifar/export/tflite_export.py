@@ -64,33 +64,51 @@ def settings(kind: str, io_dtype: str = "uint8", per_channel: bool = True) -> di
     return s
 
 
-def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8", per_channel: bool = True) -> bytes:
+def convert(saved_model_dir: Path, kind: str, calib=None, io_dtype: str = "uint8", per_channel: bool = True,
+            keep_float=()) -> bytes:
+    """A .tflite of `kind`; for "int8", `keep_float` names more layers (output tensors) to leave in float
+    besides the head (accuracy-aware fallback, export/fallback.py)."""
     import tensorflow as tf
 
     if kind not in KINDS:
         raise ValueError(f"unknown TFLite kind {kind!r}")
     if kind.startswith("int8") and calib is None:
         raise ValueError("int8 conversion needs a calibration set")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if kind == "float16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif kind == "dynamic":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif kind == "int8":
-        return _float_head_int8(conv, calib, {"uint8": tf.uint8, "int8": tf.int8}[io_dtype], per_channel)
-    elif kind == "int8_full":
-        io = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = calib.tflite_representative_dataset
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = io
-        conv.inference_output_type = io
-        if not per_channel:
-            conv._experimental_disable_per_channel = True
+    if kind in ("int8", "int8_full"):
+        conv = int8_converter(saved_model_dir, calib.tflite_representative_dataset, kind, per_channel, io_dtype)
+        if kind == "int8":
+            return _float_head_int8(conv, {"uint8": tf.uint8, "int8": tf.int8}[io_dtype], per_channel, keep_float)
+    else:
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        if kind == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif kind == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
     tflite214_converter_settings(conv, kind)
     with _conversion_errors():
         return conv.convert()
+
+
+def int8_converter(saved_model_dir: Path, representative_dataset, kind: str = "int8", per_channel: bool = True,
+                   io_dtype: str = "uint8"):
+    """The converter an int8 artifact starts from, configured once for every user: the exporter
+    (`kind` "int8": then _float_head_int8 finishes it; "int8_full": convert() as is) and the
+    quantization debugger of `--debug-quant`, so the debugger measures the model that ships."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset
+    if not per_channel:
+        conv._experimental_disable_per_channel = True
+    if kind == "int8_full":
+        io = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = io
+        conv.inference_output_type = io
+    tflite214_converter_settings(conv, kind)
+    return conv
 
 
 @contextlib.contextmanager
@@ -104,7 +122,7 @@ def _conversion_errors():
             raise RuntimeError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} {tail}".strip()[:400]) from None
 
 
-def _float_head_int8(conv, calib, input_type, per_channel: bool) -> bytes:
+def _float_head_int8(conv, input_type, per_channel: bool, keep_float=()) -> bytes:
     """int8 body, float32 final Dense: calibrate, quantize with the head denylisted, uint8 input.
 
     These are the steps TFLiteConverter.convert() itself runs for full-integer models (calibrate,
@@ -116,16 +134,11 @@ def _float_head_int8(conv, calib, input_type, per_channel: bool) -> bytes:
     from tensorflow.lite.python import convert as tfl_convert
     from tensorflow.lite.python import util as tfl_util
 
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = calib.tflite_representative_dataset
     conv._experimental_calibrate_only = True
-    if not per_channel:
-        conv._experimental_disable_per_channel = True
-    tflite214_converter_settings(conv, "int8")
     with _conversion_errors():
         calibrated = conv.convert()
         quantized = tfl_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=False,
-                                              denylisted_nodes=[head_node(calibrated)])
+                                              denylisted_nodes=[head_node(calibrated), *keep_float])
         return bytes(tfl_util.modify_model_io_type(quantized, input_type, tf.float32))
 
 

@@ -1,0 +1,192 @@
+"""Accuracy-aware int8: when an int8 artifact misses its target, keep its most sensitive layers in float.
+
+The target (defaults.INT8_TARGET_PP, INT8_TARGET_AGREEMENT): top-1 within 0.3 pp of Keras and the
+same top-1 class on at least 98.5 % of images. When the default int8 artifact (TFLite with its float
+head, or ONNX QDQ) misses it:
+
+    1. rank the layers by sensitivity with the --debug-quant machinery (edgecifar.export.debug_quant:
+       each layer's quantization SQNR on calibration images, worst first);
+    2. convert again with the worst 1, 2, ... MAX_LAYERS layers left in float (TFLite: the
+       converter's denylisted nodes; ONNX: quantize_static's nodes_to_exclude), checking each
+       result exactly as every artifact is checked;
+    3. stop at the first that meets the target; if none does, keep the best try.
+
+The report row gets an "accuracy_aware" block: the first result, every try (layers kept, Δ,
+agreement, size, batch-1 latency), the layers finally kept and what they cost in size and time.
+
+A 0.3 pp target needs a check set where one image is well under 0.3 pp: with fewer than
+MIN_CHECK_IMAGES images the search is skipped and the report says why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import defaults
+
+TARGET_PP = defaults.INT8_TARGET_PP
+TARGET_AGREEMENT = defaults.INT8_TARGET_AGREEMENT
+MAX_LAYERS = defaults.FALLBACK_MAX_LAYERS
+MIN_CHECK_IMAGES = 1000  # 1 image = 0.1 pp: a 0.3 pp target is measurable
+FORMATS = ("tflite_int8", "onnx_int8")
+LATENCY_RUNS = 200
+
+
+def miss(row: dict, target_pp: float | None = None, target_agreement: float | None = None) -> str | None:
+    """Why a checked artifact misses the target (default: TARGET_PP, TARGET_AGREEMENT), or None when it meets it."""
+    target_pp = TARGET_PP if target_pp is None else target_pp
+    target_agreement = TARGET_AGREEMENT if target_agreement is None else target_agreement
+    if "accuracy" not in row:
+        return None
+    why = []
+    if -row["delta_pp"] > target_pp + 1e-9:
+        why.append(f"Δ {row['delta_pp']:+.2f} pp (target within {target_pp:g} pp)")
+    if row["agreement"] < target_agreement:
+        why.append(f"agreement {100 * row['agreement']:.2f} % (target {100 * target_agreement:g} %)")
+    return "; ".join(why) or None
+
+
+def ranked_layers(fmt: str, keras_path: Path, artifact: Path, calib, scratch: Path, echo) -> list[str]:
+    """Layer names to keep in float, most sensitive first, from the quantization debugger."""
+    from . import debug_quant
+
+    quiet = lambda *_: None  # noqa: E731
+    if fmt == "tflite_int8":
+        debug_quant.debug_tflite(keras_path, artifact, calib, scratch, echo=quiet)
+    else:
+        debug_quant.debug_onnx(keras_path, artifact, calib, scratch, echo=quiet)
+    (report,) = scratch.glob(f"{artifact.stem}_*_quant_debug.json")
+    result = json.loads(report.read_text())
+    if fmt == "tflite_int8":
+        # The head is float already (not in the debug model); rank what was quantized, worst SQNR first.
+        layers = [l for l in result["layers"] if l["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN")]
+        layers.sort(key=lambda l: (_number(l.get("sqnr_db"), np.inf), -_number(l.get("rmse_per_scale"), 0.0)))
+        names = [l["tensor"] for l in layers]
+    else:
+        layers = [l for l in result["layers"] if l.get("compute_node")]
+        layers.sort(key=lambda l: _number(l.get("local_sqnr_db"), np.inf))
+        names = [l["compute_node"] for l in layers]
+    seen, out = set(), []
+    for n in names:
+        if n and n not in seen:
+            seen.add(n)
+            out.append(n)
+    echo(f"    sensitivity ranking ({fmt}), worst first: {', '.join(out[:MAX_LAYERS])}")
+    return out
+
+
+def _number(v, missing: float) -> float:
+    """A debug-report figure as a float: JSON turned NaN into None and infinities into strings."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return missing
+    return missing if np.isnan(x) else x
+
+
+def latency_ms(path: Path, runs: int = LATENCY_RUNS) -> float:
+    """Median batch-1 inference time in the device runtime at 1 thread (the Pi-like setting), ms."""
+    from ..device.runtime import Classifier
+
+    clf = Classifier(path, threads=1)
+    x = clf.quantize_input(np.zeros((1, *clf.input_size, 3), np.uint8))
+    for _ in range(10):
+        clf.infer(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        clf.infer(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def summary(row: dict) -> dict:
+    return {k: row.get(k) for k in ("status", "delta_pp", "agreement", "top1_ties", "size_bytes", "sha256", "reason")}
+
+
+def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: float | None = None,
+           target_agreement: float | None = None, max_layers: int | None = None) -> dict:
+    """Try 1..max_layers float layers; returns the row of the artifact left at `path`, with its
+    "accuracy_aware" block. `produce(keep_float) -> row` converts, checks and installs one try;
+    `rank() -> [layer]` ranks the layers of the first artifact.
+
+    The best artifact so far (at first, the all-int8 one) is kept aside with its sidecar: when a later
+    try is worse, or anything in the search fails, it goes back in place byte for byte.
+    """
+    import os
+    import shutil
+
+    from ..device import metadata as meta_io
+
+    target_pp = TARGET_PP if target_pp is None else target_pp
+    target_agreement = TARGET_AGREEMENT if target_agreement is None else target_agreement
+    max_layers = MAX_LAYERS if max_layers is None else max_layers
+    block = {"target_pp": target_pp, "target_agreement": target_agreement, "first": summary(first),
+             "miss": miss(first, target_pp, target_agreement), "tries": []}
+    echo(f"    {fmt} misses the int8 target: {block['miss']}; keeping its most sensitive layers in float")
+    aside = path.with_name(f".{path.name}.best")
+    pairs = [(path, aside), (meta_io.sidecar_path(path), meta_io.sidecar_path(aside))]
+
+    def keep_aside():  # the artifact now at `path` is the best so far
+        for src, dst in pairs:
+            if src.is_file():
+                shutil.copy2(src, dst)
+
+    def put_back():  # the best so far replaces whatever is at `path`
+        for dst, src in pairs:
+            if src.is_file():
+                os.replace(src, dst)
+
+    best, best_keep, at_path = first, [], first
+    keep_aside()
+    try:
+        block["first_latency_ms"] = latency_ms(path)
+        ranking = rank()
+        block["ranking"] = ranking[:max_layers]
+        for k in range(1, min(max_layers, len(ranking)) + 1):
+            keep = ranking[:k]
+            row = produce(keep)
+            entry = {"kept_float": keep, **summary(row)}
+            block["tries"].append(entry)
+            if "accuracy" not in row:
+                continue  # this try failed; `path` still holds the previous artifact
+            at_path = row
+            entry["latency_ms"] = latency_ms(path)
+            echo(f"    {k} float layer(s): Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} %")
+            met = miss(row, target_pp, target_agreement) is None
+            if met or _score(row) > _score(best):
+                best, best_keep = row, keep
+                keep_aside()
+            if met:
+                break  # the first try that meets the target: fewest layers in float
+        if at_path is not best:
+            put_back()
+    except Exception as e:  # the search is an improvement: it must never cost the artifact it started from
+        put_back()  # the best so far (the all-int8 one unless a try beat it), exactly as checked
+        block["error"] = f"{type(e).__name__}: {e}"[:300]
+        echo(f"    accuracy-aware search failed ({block['error']}); the best artifact so far is kept")
+    finally:
+        for _, src in pairs:
+            src.unlink(missing_ok=True)
+    block.update(kept_float=best_keep, met="accuracy" in best and miss(best, target_pp, target_agreement) is None,
+                 size_cost_bytes=(best.get("size_bytes") or 0) - (first.get("size_bytes") or 0))
+    final_latency = block.get("first_latency_ms") if not best_keep else next(
+        (t.get("latency_ms") for t in block["tries"] if t["kept_float"] == best_keep), None)
+    first_latency = block.get("first_latency_ms")
+    block["latency_cost_ms"] = (final_latency - first_latency) if None not in (final_latency, first_latency) else None
+    verdict = "met" if block["met"] else "not met"
+    echo(f"    accuracy-aware {fmt}: target {verdict} with {len(best_keep)} float layer(s)"
+         + (f" ({', '.join(best_keep)})" if best_keep else ""))
+    best["accuracy_aware"] = block
+    return best
+
+
+def _score(row: dict) -> tuple:
+    """Better = higher agreement with Keras first (what the device shows), then smaller drop."""
+    if "accuracy" not in row:
+        return (-1.0, -1e9)
+    return (row["agreement"], row["delta_pp"])

@@ -1,0 +1,441 @@
+"""export_run: one trained run to every chosen format, calibrated, metadata-tagged and checked.
+
+Order of work: validate every input first (nothing is written for a bad one), then per format
+convert → write at a staged name with metadata → check in the device runtime against Keras →
+rename over the old artifact. One format failing is recorded in the report and does not stop the
+others, and never removes an earlier good artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import defaults
+from ..device import metadata as meta_io
+from ..errors import UserError
+from ..files import ensure_writable_dir, fsync, scratch_dir
+from ..quiet import import_tensorflow
+from .formats import INT8_FORMATS, artifact_name, select_formats
+
+
+def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_SAMPLES, check_samples: int | None = None,
+               data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
+               max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
+               command: str | None = None, accuracy_aware: bool = True) -> dict:
+    """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
+
+    report["max_drop"]["exceeded"] lists int8 formats that lost more than `max_drop` pp (or failed).
+    accuracy_aware: an int8 artifact that misses the int8 target keeps its most sensitive layers in
+    float (export/fallback.py; needs a check set of at least 1,000 images).
+    """
+    from .. import data as cifar
+    from .. import runs
+    from ..files import sha256_file
+    from . import check as checking
+    from . import report as reporting
+    from .calibration import CalibrationSet, validate_count
+
+    t_start = time.perf_counter()
+    fmts = select_formats(formats)
+    _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
+    needs_calib = any(f in INT8_FORMATS for f in fmts)
+    if needs_calib:
+        validate_count(calib_samples)  # the lower bound now, before anything slow; the upper once data is loaded
+
+    # 1. The source model.
+    src = load_source(run_dir, runs_dir)
+    echo(f"model: {src.name} from {src.model_path} (input {src.input_shape}, {len(fmts)} format(s): {', '.join(fmts)})")
+    run, model_path, manifest, keras_model, model_name = src.run, src.model_path, src.manifest, src.keras_model, src.name
+
+    # 2. Data: the test split judges, the training split calibrates.
+    ds = cifar.load(data_dir, splits=("train", "test") if needs_calib else ("test",))
+    calib = None
+    if needs_calib:
+        calib = CalibrationSet.from_training_split(ds.train, calib_samples, seed=0, fingerprint=ds.fingerprint, echo=echo)
+        echo(f"calibration: {len(calib)} training images, stratified by class (seed 0); TFLite and ONNX use the same ones")
+
+    # 3. Output directory, proven writable before any conversion.
+    out = Path(out_dir) if out_dir else run / "export"
+    ensure_writable_dir(out, "--out")
+    # An old report must never describe bytes this run may replace: it goes first and comes back last.
+    for old in reporting.report_paths(out):
+        old.unlink(missing_ok=True)
+
+    ref = checking.reference(keras_model, ds.test, check_samples, echo)
+    val_ref, no_val = None, "no int8 format"
+    if needs_calib:  # int8's Δ also on held-back validation images: calibration must not fit the test set by luck
+        val_ref, no_val = checking.validation_reference(keras_model, ds.train, manifest.get("data") or {}, calib.indices, echo,
+                                                        fingerprint=ds.fingerprint)
+    source_model = {"sha256": sha256_file(model_path), "run": str(run),
+                    "keras_test_accuracy": (manifest.get("metrics") or {}).get("test_accuracy")}
+    class_names = manifest.get("class_names") or ds.class_names
+    versions = runs.library_versions()
+    preprocessing = manifest.get("preprocessing") or {}
+
+    def metadata(fmt, io, conversion, output_kind="probabilities"):
+        return meta_io.build(model=model_name, fmt=fmt, class_names=class_names, input_shape=src.input_shape,
+                             preprocessing=preprocessing, input_dtype=io["input_dtype"], input_quant=io["input_quant"],
+                             output_dtype=io["output_dtype"], output_quant=io["output_quant"], source_model=source_model,
+                             calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
+                             tool=versions, conversion=conversion, output_kind=output_kind)
+
+    # 4. Convert, write, check — format by format.
+    artifacts = []
+    tflite_fmts = [f for f in fmts if f.startswith("tflite_")]
+    onnx_fmts = [f for f in fmts if f.startswith("onnx_")]
+    step = iter(range(1, len(fmts) + 1))
+    with scratch_dir("export") as tmp:
+        sources = _Sources(keras_model, model_path, Path(tmp), echo)
+        for fmt in tflite_fmts + onnx_fmts:
+            echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
+            path = out / artifact_name(model_name, fmt)
+            if fmt.startswith("tflite_"):
+                def produce(staged, keep=(), fmt=fmt):
+                    return _tflite(fmt, staged, sources, calib, io_dtype, per_channel, metadata, keep)
+            else:
+                def produce(staged, keep=(), fmt=fmt):
+                    return _onnx(fmt, staged, sources, calib, opset, per_channel, calib_method, metadata, echo, keep)
+            row = _one(fmt, path, ref, echo, produce, val_ref)
+            if accuracy_aware:
+                row = _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
+            artifacts.append(row)
+        # 5. Optional quantization debugging, on the model the int8 artifacts were converted from.
+        debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
+
+    settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
+                "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"}
+    report = {
+        "schema": reporting.SCHEMA,
+        "command": command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run),
+        "model": model_name,
+        "source_model": {**source_model, "path": str(model_path)},
+        "check": {**ref.subset, "keras_accuracy": ref.keras_correct / len(ref.labels),
+                  "runtime": "edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime for .onnx)"},
+        "data": {"source": ds.source, **ds.fingerprint},
+        "calibration": calib.describe() if calib is not None else None,
+        "validation_check": val_ref.subset if val_ref is not None else {"samples": 0, "reason": no_val},
+        "budgets_pp": {f: checking.BUDGETS_PP[f] for f in fmts},
+        "settings": settings,
+        "artifacts": artifacts,
+        "debug_quant": debug_paths,
+        "max_drop": _max_drop(artifacts, max_drop),
+        "host": _host(),
+        "versions": versions,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    json_path, md_path = reporting.save(report, out)
+    echo("")
+    echo(reporting.table(report))
+    echo(f"\nwrote {json_path} and {md_path.name}")
+    if report["max_drop"] and report["max_drop"]["exceeded"]:
+        echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
+    _next_steps(artifacts, run, echo)
+    return report
+
+
+@dataclass
+class Source:
+    """The trained model an export starts from, and the run's manifest (the contract with train)."""
+
+    run: Path
+    model_path: Path
+    manifest: dict
+    keras_model: object
+    input_shape: tuple
+    name: str
+
+
+def load_source(run_dir=None, runs_dir=None) -> Source:
+    """RUN (a run directory or a .keras file; default: the latest finished run) loaded, with its manifest."""
+    from .. import runs
+
+    run = runs.resolve_run(run_dir, runs_dir)
+    model_path = run if run.is_file() else run / "model.keras"
+    run = run.parent if run.is_file() else run
+    manifest = runs.read_manifest(run)
+    import_tensorflow()
+    keras_model = runs.load_model(model_path)
+    return Source(run, model_path, manifest, keras_model, _image_input_shape(keras_model, model_path),
+                  manifest.get("model") or keras_model.name)
+
+
+# --- one format -------------------------------------------------------------------------
+
+
+def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo) -> dict:
+    """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float."""
+    from . import fallback
+    from ..files import scratch_dir
+
+    if fmt not in fallback.FORMATS or "accuracy" not in row:
+        return row
+    if fallback.miss(row) is None:
+        row["accuracy_aware"] = {"met": True, "kept_float": [], "target_pp": fallback.TARGET_PP,
+                                 "target_agreement": fallback.TARGET_AGREEMENT}
+        return row
+    if len(ref.labels) < fallback.MIN_CHECK_IMAGES:
+        row["accuracy_aware"] = {"met": False, "kept_float": [], "target_pp": fallback.TARGET_PP,
+                                 "target_agreement": fallback.TARGET_AGREEMENT, "skipped": (
+            f"checked on {len(ref.labels)} images, where 1 image is {100 / len(ref.labels):.2g} pp: a "
+            f"{fallback.TARGET_PP:g} pp target needs at least {fallback.MIN_CHECK_IMAGES}")}
+        return row
+    with scratch_dir("fallback") as scratch:
+        return fallback.search(
+            fmt, path, row,
+            produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
+            rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, scratch, echo),
+            echo=echo)
+
+
+def staged_path(path: Path) -> Path:
+    """Where a new artifact is built and checked before it replaces `path` (hidden, same folder: the rename is atomic)."""
+    return path.with_name(f".{path.stem}.staged{path.suffix}")
+
+
+def _one(fmt, path: Path, ref, echo, produce, val_ref=None) -> dict:
+    """Produce one artifact at a staged name, check it there, and only then rename it over `path`.
+
+    An int8 artifact is also checked on `val_ref` (held-back validation images), as row["validation"].
+
+    Any exception marks this format failed and removes the staged files: an earlier good artifact
+    at `path` (and its sidecar) is left exactly as it was, and the report says so.
+    """
+    from . import check as checking
+
+    staged = staged_path(path)
+    row = {"format": fmt, "path": str(path), "budget_pp": checking.BUDGETS_PP[fmt]}
+    t0 = time.perf_counter()
+    stage = "conversion"
+    try:
+        row["conversion"] = produce(staged)
+        row["convert_seconds"] = round(time.perf_counter() - t0, 2)
+        echo(f"    wrote {path.name} ({staged.stat().st_size / 1024:.0f} KiB)")
+        stage = "check"
+        row.update(checking.check(staged, fmt, ref, echo))
+        if val_ref is not None and fmt in INT8_FORMATS:
+            try:  # a second opinion: its failure is reported, it never fails an artifact that passed on test
+                row["validation"] = checking.brief(checking.check(staged, fmt, val_ref, echo=lambda *_: None))
+            except Exception as e:
+                row["validation"] = {"error": _reason(e)}
+        stage = "install"
+        for src, dst in ((staged, path), (meta_io.sidecar_path(staged), meta_io.sidecar_path(path))):
+            if src.exists():
+                os.replace(src, dst)
+        fsync(path.parent)
+        row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
+    except Exception as e:
+        for p in (staged, meta_io.sidecar_path(staged)):
+            if p.is_file():
+                p.unlink()
+        kept = path.is_file()
+        row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None,
+                   previous_artifact_kept=str(path) if kept else None)
+        echo(f"    {fmt} FAILED during {stage}: {_reason(e)}" + (f" (the earlier {path.name} is kept)" if kept else ""))
+        return row
+    echo(f"    {fmt}: top-1 {100 * row['accuracy']:.2f}% ({row['delta_pp']:+.2f} pp vs Keras, budget "
+         f"{row['budget_pp']:g}), agreement {100 * row['agreement']:.2f}% — {row['status']}")
+    return row
+
+
+def _tflite(fmt, path, sources, calib, io_dtype, per_channel, metadata, keep_float=()) -> dict:
+    from . import tflite_export
+
+    kind = fmt.split("_", 1)[1]
+    logits = kind.startswith("int8")
+    model_bytes = tflite_export.convert(sources.saved_model(logits), kind, calib, io_dtype, per_channel, keep_float)
+    if kind == "int8_full" and (left := tflite_export.float_leftovers(model_bytes)):
+        raise RuntimeError(f"the int8 model is not integer end to end: {', '.join(left[:3])}")
+    floats = tflite_export.float_ops(model_bytes) if kind == "int8" else []
+    if kind == "int8" and not keep_float and floats != ["DEQUANTIZE", "FULLY_CONNECTED"]:
+        raise RuntimeError(f"the int8 model should compute only its head in float, but has float ops {floats[:6]}")
+    if kind == "int8" and keep_float and len([op for op in floats if op != "DEQUANTIZE"]) < 2:
+        # The converter ignores denylisted names it does not know: a try that changed nothing is an error.
+        raise RuntimeError(f"none of the layers {', '.join(keep_float)} was kept in float (unknown tensor names?)")
+    io = tflite_export.io_details(model_bytes)
+    conversion = tflite_export.settings(kind, io_dtype, per_channel)
+    if keep_float:
+        conversion["float_layers"] = list(keep_float)  # accuracy-aware fallback (export/fallback.py)
+        conversion["float_ops"] = floats
+    if logits:
+        conversion["logits"] = sources.logits_how
+    meta = metadata(fmt, io, conversion, sources.output_kind(logits))
+    model_bytes = tflite_export.embed_metadata(model_bytes, meta)  # self-describing: the sidecar is a readable copy
+    tflite_export.write(model_bytes, path)
+    meta_io.write_sidecar(path, meta)
+    return conversion
+
+
+def _onnx(fmt, path, sources, calib, opset, per_channel, calib_method, metadata, echo, keep_float=()) -> dict:
+    from .onnx_export import export_onnx
+
+    quantize = fmt == "onnx_int8"
+    io = {"input_dtype": "float32", "input_quant": None, "output_dtype": "float32", "output_quant": None}
+    conversion = {"converter": f"tf2onnx (opset {opset})"}
+    if quantize:
+        conversion.update(quantizer="onnxruntime.quantization.quantize_static, QDQ int8", per_channel=bool(per_channel),
+                          calib_method=calib_method, io="float32 (quantization inside the graph)")
+        source = sources.keras_path(logits=True)
+        conversion["logits"] = sources.logits_how
+    else:
+        source = sources.model_path
+    images = calib.images if (quantize and calib is not None) else None
+    output_kind = sources.output_kind(quantize)
+    if keep_float:
+        conversion["float_layers"] = list(keep_float)  # accuracy-aware fallback (export/fallback.py)
+    export_onnx(source, path, images, quantize=quantize, opset=opset, per_channel=per_channel, calib_method=calib_method,
+                float_logits=output_kind == "logits", metadata=metadata(fmt, io, conversion, output_kind), echo=echo,
+                keep_float=list(keep_float))
+    if not path.is_file():
+        raise RuntimeError(f"the ONNX exporter returned without writing {path.name}")
+    if quantize:  # the exporter records its exact quantizer settings in the file: report those
+        conversion["quantization"] = meta_io.read(path).get("quantization")
+    return conversion
+
+
+def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
+    from . import debug_quant
+
+    paths = []
+    written = {a["format"]: Path(a["path"]) for a in artifacts if a.get("path")}
+    for fmt in INT8_FORMATS:
+        if fmt not in written:
+            continue
+        echo(f"quantization debug: {fmt}")
+        fn = debug_quant.debug_tflite if fmt.startswith("tflite_") else debug_quant.debug_onnx
+        try:
+            result = fn(sources.keras_path(logits=True), written[fmt], calib, out, echo=echo)
+        except Exception as e:
+            echo(f"    debug of {fmt} failed: {_reason(e)}")
+            continue
+        paths += [str(p) for p in (result if isinstance(result, (list, tuple)) else [result]) if p]
+    for p in paths:
+        echo(f"    {p}")
+    return paths
+
+
+class _Sources:
+    """What the converters read, prepared once and only when a format needs it.
+
+    TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy that
+    outputs centred logits (edgecifar.export.logits), float formats the model as trained.
+    """
+
+    def __init__(self, keras_model, model_path: Path, tmp: Path, echo):
+        self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
+        self._cache = {}
+        self.logits_how = None
+
+    def _model(self, logits: bool):
+        if not logits:
+            return self.keras_model
+        if "logits" not in self._cache:
+            from .logits import logits_copy
+
+            copy, self.logits_how = logits_copy(self.keras_model)
+            self.echo(f"    logits: {self.logits_how}")
+            self._cache["logits"] = copy if copy is not None else self.keras_model
+        return self._cache["logits"]
+
+    def output_kind(self, logits: bool) -> str:
+        """The metadata's output kind of an artifact converted from _model(logits)."""
+        return "logits" if self._model(logits) is not self.keras_model else "probabilities"
+
+    def saved_model(self, logits: bool = False) -> Path:
+        key = ("saved", logits)
+        if key not in self._cache:
+            from . import tflite_export
+
+            self.echo("    preparing a SavedModel for the TFLite converter")
+            self._cache[key] = tflite_export.saved_model(self._model(logits), self.tmp / ("logits" if logits else "float"))
+        return self._cache[key]
+
+    def keras_path(self, logits: bool = False) -> Path:
+        model = self._model(logits)
+        if model is self.keras_model:
+            return self.model_path
+        if "keras" not in self._cache:
+            from ..runs import save_model
+
+            self._cache["keras"] = self.tmp / "logits.keras"
+            save_model(model, self._cache["keras"])
+        return self._cache["keras"]
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _validate_options(fmts, io_dtype, calib_method, check_samples, opset):
+    from . import onnx_export
+
+    if io_dtype not in ("uint8", "int8"):
+        raise UserError(f"--io {io_dtype!r}: choose uint8 (default) or int8")
+    if check_samples is not None and check_samples < 1:
+        raise UserError(f"--check-samples {check_samples}: must be at least 1 (leave it out for the full 10,000-image test set)")
+    # The ONNX exporter's own rules, checked up front so a bad option fails before any conversion.
+    if calib_method not in onnx_export.CALIB_METHODS:
+        raise UserError(f"--calib-method {calib_method!r}: choose one of {', '.join(onnx_export.CALIB_METHODS)}")
+    if any(f.startswith("onnx_") for f in fmts):
+        allowed = onnx_export.INT8_OPSETS if "onnx_int8" in fmts else onnx_export.FLOAT_OPSETS
+        if opset not in allowed:
+            raise UserError(f"--opset {opset}: ONNX export supports opsets {allowed.start}..{allowed.stop - 1}"
+                            f"{' for int8 QDQ' if 'onnx_int8' in fmts else ''}; use the default 17")
+
+
+def _image_input_shape(model, path) -> tuple[int, int, int]:
+    """(H, W, 3) of a model taking one NHWC RGB image tensor, else a UserError."""
+    try:
+        inputs = model.inputs
+        shape = tuple(inputs[0].shape)
+        out_shape = tuple(model.outputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        raise UserError(f"{path}: the model has no defined input; export needs a functional or Sequential model built "
+                        "on a 32x32x3 image input") from None
+    if len(inputs) != 1 or len(shape) != 4 or shape[-1] != 3 or not all(isinstance(d, int) for d in shape[1:]):
+        raise UserError(f"{path}: input shape {shape} is not an image tensor (N, H, W, 3); export needs a CIFAR-style "
+                        "image classifier (e.g. one from `edgecifar train`)")
+    if len(out_shape) != 2:
+        raise UserError(f"{path}: output shape {out_shape} is not (N, classes); export needs a classifier with a softmax output")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def _max_drop(artifacts, max_drop):
+    if max_drop is None:
+        return None
+    exceeded = [a["format"] for a in artifacts if a["format"] in INT8_FORMATS
+                and (a["status"] == "failed" or -a["delta_pp"] > max_drop + 1e-9)]
+    return {"pp": float(max_drop), "applies_to": list(INT8_FORMATS), "exceeded": exceeded}
+
+
+def _next_steps(artifacts, run: Path, echo) -> None:
+    ok = [a for a in artifacts if a.get("path")]
+    if not ok:
+        return
+    pick = next((a for a in ok if a["format"] == "tflite_int8"), ok[0])
+    echo("next:")
+    echo(f"  edgecifar run {pick['path']} --source 0   # classify camera frames on the device")
+    echo(f"  edgecifar benchmark {run}   # accuracy vs latency of every artifact")
+
+
+def _host() -> dict:
+    """Where the checks ran: int8 kernels differ by CPU (e.g. onnxruntime's U8S8 path on x86 without VNNI)."""
+    import platform
+
+    wanted = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm"}
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        flags = []
+    return {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(),
+            "cpu_features": sorted(wanted & set(flags))}
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:300] if not isinstance(e, UserError) else text[:300]
+

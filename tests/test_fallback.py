@@ -1,0 +1,63 @@
+"""Accuracy-aware int8 (issue 15): an int8 artifact that misses its target keeps its most sensitive layers in float."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from edgecifar.device import metadata as meta_io
+from edgecifar.export import export_run, fallback
+
+
+def test_a_missed_target_keeps_ranked_layers_in_float(tiny_run, data_dir, tmp_path, monkeypatch):
+    # An agreement above 100 % can never be met: every try is made, and the best one is left in place.
+    monkeypatch.setattr(fallback, "TARGET_AGREEMENT", 1.01)
+    monkeypatch.setattr(fallback, "MAX_LAYERS", 2)
+    lines = []
+    report = export_run(tiny_run, formats="tflite_int8,onnx_int8", calib_samples=100, check_samples=1000,
+                        data_dir=data_dir, out_dir=tmp_path, echo=lines.append)
+    for row in report["artifacts"]:
+        block = row["accuracy_aware"]
+        assert row["status"] != "failed", row.get("reason")
+        assert block["met"] is False and "agreement" in block["miss"]
+        assert len(block["tries"]) == 2 and [t["kept_float"] for t in block["tries"]] == [block["ranking"][:1], block["ranking"][:2]]
+        assert all(t["status"] != "failed" for t in block["tries"]), block["tries"]
+        # Every try is a different model: the denylisted layers really changed the conversion.
+        shas = [block["first"]["sha256"]] + [t["sha256"] for t in block["tries"]]
+        assert len(set(shas)) == 3, shas
+        assert block["kept_float"] in ([], block["ranking"][:1], block["ranking"][:2])
+        # The best try by agreement (then Δ) is the one installed, and the row describes exactly its bytes.
+        best = max([block["first"]] + block["tries"], key=lambda t: (t["agreement"], t["delta_pp"]))
+        assert (row["agreement"], row["delta_pp"]) == (best["agreement"], best["delta_pp"])
+        assert row["sha256"] == best["sha256"]
+        assert not [p for p in Path(row["path"]).parent.iterdir() if ".best" in p.name or ".staged" in p.name]
+        path = Path(row["path"])
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
+        conversion = meta_io.read(path).get("conversion") or {}
+        assert conversion.get("float_layers", []) == block["kept_float"]
+        if row["format"] == "tflite_int8" and block["kept_float"]:
+            # The kept layers really run in float: more float ops than the head's FULLY_CONNECTED.
+            assert len([op for op in conversion["float_ops"] if op != "DEQUANTIZE"]) > 1
+        assert "latency_ms" in block["tries"][0] and block["first_latency_ms"] > 0
+    md = (tmp_path / "export_report.md").read_text()
+    assert "## Accuracy-aware int8" in md and "target not met" in md
+    assert any("sensitivity ranking" in line for line in lines)
+
+
+def test_small_check_sets_skip_the_search(tiny_run, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(fallback, "TARGET_AGREEMENT", 1.01)
+    report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=200, data_dir=data_dir,
+                        out_dir=tmp_path, echo=lambda *_: None)
+    (row,) = report["artifacts"]
+    assert "at least 1000" in row["accuracy_aware"]["skipped"] and not row["accuracy_aware"]["kept_float"]
+
+
+def test_miss_reads_both_targets():
+    assert fallback.miss({"accuracy": 0.9, "delta_pp": -0.2, "agreement": 0.99}) is None
+    assert "Δ -0.40 pp" in fallback.miss({"accuracy": 0.9, "delta_pp": -0.4, "agreement": 0.99})
+    assert "agreement 98.00 %" in fallback.miss({"accuracy": 0.9, "delta_pp": +0.1, "agreement": 0.98})
+    assert fallback.miss({"status": "failed"}) is None  # nothing to improve on a failed conversion
+    with pytest.raises(TypeError):
+        fallback.miss()
