@@ -4,7 +4,8 @@
         --out benchmarks/results/calibration_curve.md
 
 For each run and each size in SIZES, `edgecifar export` (the public export_run, nothing private)
-builds the default int8 artifacts (TFLite int8 with its float head, ONNX int8) from that many
+builds the default int8 artifacts (TFLite int8 with its float head, ONNX int8; no accuracy-aware
+float layers, so the curve shows calibration alone) from that many
 class-stratified training images into a scratch folder, and checks them as every export does:
 on the 10,000 test images and, where the run held some back, on its validation images (minus
 the calibration images). The run's own export folder is never touched. Writes OUT (.md), the same
@@ -35,7 +36,9 @@ def measure(run: Path, sizes, echo) -> list[dict]:
         echo(f"{relative(run)}: {n} calibration images")
         with tempfile.TemporaryDirectory(prefix="edgecifar-calib-") as tmp:
             t0 = time.perf_counter()
-            report = export_run(run, formats=list(FORMATS), calib_samples=n, out_dir=tmp, echo=lambda *_: None)
+            # accuracy_aware=False: the calibration set's own effect, without float layers chosen afterwards.
+            report = export_run(run, formats=list(FORMATS), calib_samples=n, out_dir=tmp, echo=lambda *_: None,
+                                accuracy_aware=False)
             seconds = time.perf_counter() - t0
         for a in report["artifacts"]:
             row = {"run": relative(run), "model": report["model"], "calib_samples": n, "format": a["format"],
