@@ -81,7 +81,12 @@ def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print,
             # The artifact's converter; for the float-head int8 its head is denylisted as the exporter does,
             # so the layers debugged are the layers shipped.
             converter = int8_converter(saved, dataset, kind, per_channel, conversion.get("inference_input_type", "uint8"))
-            keep_float = [head_node(int8_tflite_path.read_bytes())] if kind == "int8" and int8_tflite_path.is_file() else []
+            keep_float = []
+            if kind == "int8":
+                # The head's name as the debugger's calibrated model has it (the exporter's way: head_node of the
+                # calibrated model; names in the finished artifact can differ).
+                converter._experimental_calibrate_only = True
+                keep_float.append(head_node(converter.convert()))
             keep_float += conversion.get("float_layers") or []  # layers the accuracy-aware export kept in float
             float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
             # Built from the converter, the debug interpreter may reuse float tensors' memory, so
@@ -195,14 +200,8 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     calib: a CalibrationSet or uint8 RGB images (N, H, W, 3); the first `samples` are used.
     """
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
 
     from ..device import metadata as meta_io
-    from . import onnx_export
 
     float_source, int8_onnx_path = Path(float_source), Path(int8_onnx_path)
     if not int8_onnx_path.is_file():
@@ -211,21 +210,61 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     meta = meta_io.read(int8_onnx_path)
     echo(f"    onnxruntime qdq_loss_debug on {len(images)} calibration images")
     qdq_proto = onnx.load(str(int8_onnx_path))
-    qdq_output = qdq_proto.graph.output[0].name
+    float_proto = _float_twin(float_source, meta, qdq_proto.graph.output[0].name)
+    float_acts, qdq_acts = _activations(float_proto, int8_onnx_path, images)
+
+    # Pair each QDQ tensor with its float twin by graph position (names can differ between two
+    # tf2onnx conversions of one model), falling back to equal names.
+    pairs = _pair_tensors(float_proto, qdq_proto)
+    layers, unmatched = _onnx_layers(float_proto, qdq_proto, pairs, float_acts, qdq_acts)
+    weight_rows = _onnx_weight_errors(float_proto, qdq_proto, pairs)
+    result = {
+        "artifact": str(int8_onnx_path),
+        "tool": "onnxruntime.quantization.qdq_loss_debug (float model after quant_pre_process vs QDQ model)",
+        "samples": len(images),
+        "quantization": meta.get("quantization"),
+        "model": _onnx_model_stats(float_proto, qdq_proto, float_acts, qdq_acts, int8_onnx_path, images),
+        "layers": layers,
+        "weights": weight_rows,
+        # Quantized tensors with no same-named float tensor: the two models were converted differently.
+        "unmatched_activations": unmatched,
+    }
+    if unmatched:
+        echo(f"    warning: {len(unmatched)} quantized activation(s) have no float counterpart (e.g. {unmatched[0]}); "
+             "pass the float32 .onnx exported alongside this int8 model")
+    ranked = sorted(layers, key=lambda l: _key(l["local_sqnr_db"]))
+    result["worst"] = [l["tensor"] for l in ranked[:WORST]]
+    result["suggestions"] = _onnx_suggestions(layers, ranked, weight_rows)
+    return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
+
+
+def _float_twin(float_source: Path, meta: dict, qdq_output: str):
+    """The float model the QDQ one is compared with, pre-processed as the quantizer saw it."""
+    import onnx
+
+    from . import onnx_export
+
     if float_source.suffix == ".keras":
         from ..runs import load_model
 
         with python_logs():
-            float_proto = onnx_export.keras_to_onnx(load_model(float_source), int(meta.get("tf2onnx_opset", meta.get("onnx_opset", 17))),
-                                                    qdq_output)
+            opset = int(meta.get("tf2onnx_opset", meta.get("onnx_opset", 17)))
+            float_proto = onnx_export.keras_to_onnx(load_model(float_source), opset, qdq_output)
     elif float_source.suffix == ".onnx":
         float_proto = onnx.load(str(float_source))
     else:
         raise UserError(f"{float_source}: pass the float32 .onnx or the source .keras model")
-    float_proto = onnx_export.preprocessed_float(float_proto)
+    return onnx_export.preprocessed_float(float_proto)
+
+
+def _activations(float_proto, int8_onnx_path: Path, images: np.ndarray):
+    """Every intermediate tensor of the float and of the QDQ model on `images` (onnxruntime's qdq_loss_debug)."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+
+    from . import onnx_export
 
     with scratch_dir("debug") as tmp:
-        tmp = Path(tmp)
         float_path, float_aug, qdq_aug = tmp / "float.onnx", tmp / "float_aug.onnx", tmp / "qdq_aug.onnx"
         onnx.save(float_proto, str(float_path))
         with python_logs():
@@ -233,10 +272,13 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
             modify_model_output_intermediate_tensors(str(int8_onnx_path), str(qdq_aug))
             float_acts = collect_activations(str(float_aug), onnx_export.calibration_reader(images))
             qdq_acts = collect_activations(str(qdq_aug), onnx_export.calibration_reader(images))
+    return float_acts, qdq_acts
 
-    # Pair each QDQ tensor with its float twin by graph position (names can differ between two
-    # tf2onnx conversions of one model), falling back to equal names.
-    pairs = _pair_tensors(float_proto, qdq_proto)
+
+def _onnx_layers(float_proto, qdq_proto, pairs, float_acts, qdq_acts) -> tuple[list[dict], list[str]]:
+    """One row per quantized activation (in graph order), and the activations with no float twin."""
+    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
+
     float_by_qdq_name = {q: float_acts[f] for q, f in pairs.items() if f in float_acts}
     matching = create_activation_matching(qdq_acts, {**float_acts, **float_by_qdq_name})
     qparams = _onnx_activation_qparams(qdq_proto)
@@ -246,7 +288,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     for name, match in matching.items():
         flt = match.get("float")
         if name in constants or name not in qparams:
-            continue  # constants are reported as weights below
+            continue  # constants are reported as weights
         if not flt:
             unmatched.append(name)
             continue
@@ -265,64 +307,56 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     order = {out.removesuffix("_QuantizeLinear_Input"): i for i, node in enumerate(qdq_proto.graph.node)
              for out in node.output}
     layers.sort(key=lambda l: order.get(l["tensor"], -1))
-    weight_rows = _onnx_weight_errors(float_proto, qdq_proto, pairs)
-    model = {}
-    float_out = float_acts.get(float_proto.graph.output[0].name)
-    qdq_out = qdq_acts.get(qdq_output)
-    if float_out and qdq_out:
-        # The instrumented models save every tensor flattened: one row per image again.
-        f = np.concatenate(float_out).reshape(len(images), -1)
-        q = np.concatenate(qdq_out).reshape(len(images), -1)
-        model = {"max_abs_output_diff": float(np.max(np.abs(f - q))),
-                 "top1_agreement": float(np.mean(f.argmax(-1) == q.argmax(-1))),
-                 "output_sqnr_db": _sqnr_lists(float_out, qdq_out)}
-        # The instrumented graphs above run unfused (every tensor is an output); the artifact as
-        # the device runs it uses fused integer kernels, which must tell the same story.
-        from ..device.runtime import Classifier
+    # Error can also grow inside a layer (int8 weights times int8 inputs): the SQNR drop per weighted node.
+    _add_drops(layers, float_proto, pairs)
+    return layers, unmatched
 
-        clf = Classifier(int8_onnx_path)
-        probs = clf.predict(images)
-        float_probs = _as_probs(f, clf)
-        model.update(artifact_top1_agreement_with_float=float(np.mean(probs.argmax(1) == float_probs.argmax(1))),
-                     artifact_max_abs_prob_diff=float(np.max(np.abs(probs - float_probs))))
-    result = {
-        "artifact": str(int8_onnx_path),
-        "tool": "onnxruntime.quantization.qdq_loss_debug (float model after quant_pre_process vs QDQ model)",
-        "samples": len(images),
-        "quantization": meta.get("quantization"),
-        "model": model,
-        "layers": layers,
-        "weights": weight_rows,
-        # Quantized tensors with no same-named float tensor: the two models were converted differently.
-        "unmatched_activations": unmatched,
-    }
-    if unmatched:
-        echo(f"    warning: {len(unmatched)} quantized activation(s) have no float counterpart (e.g. {unmatched[0]}); "
-             "pass the float32 .onnx exported alongside this int8 model")
-    ranked = sorted(layers, key=lambda l: _key(l["local_sqnr_db"]))
-    result["worst"] = [l["tensor"] for l in ranked[:WORST]]
+
+def _onnx_model_stats(float_proto, qdq_proto, float_acts, qdq_acts, int8_onnx_path: Path, images) -> dict:
+    """Output agreement of the instrumented (unfused) graphs, and of the artifact as the device runs it."""
+    float_out = float_acts.get(float_proto.graph.output[0].name)
+    qdq_out = qdq_acts.get(qdq_proto.graph.output[0].name)
+    if not (float_out and qdq_out):
+        return {}
+    # The instrumented models save every tensor flattened: one row per image again.
+    f = np.concatenate(float_out).reshape(len(images), -1)
+    q = np.concatenate(qdq_out).reshape(len(images), -1)
+    model = {"max_abs_output_diff": float(np.max(np.abs(f - q))),
+             "top1_agreement": float(np.mean(f.argmax(-1) == q.argmax(-1))),
+             "output_sqnr_db": _sqnr_lists(float_out, qdq_out)}
+    # The instrumented graphs run unfused (every tensor is an output); the artifact as the device
+    # runs it uses fused integer kernels, which must tell the same story.
+    from ..device.runtime import Classifier
+
+    clf = Classifier(int8_onnx_path)
+    probs = clf.predict(images)
+    float_probs = _as_probs(f, clf)
+    model.update(artifact_top1_agreement_with_float=float(np.mean(probs.argmax(1) == float_probs.argmax(1))),
+                 artifact_max_abs_prob_diff=float(np.max(np.abs(probs - float_probs))))
+    return model
+
+
+def _onnx_suggestions(layers: list[dict], ranked: list[dict], weight_rows: list[dict]) -> list[dict]:
+    """Layers worth keeping in float: poor output SQNR, poor weight SQNR, or a large SQNR drop across them."""
     flagged = [l for l in ranked if l["node"] and l["local_sqnr_db"] is not None and l["local_sqnr_db"] < SUSPECT_SQNR_DB]
     flagged_weights = [w for w in weight_rows if w["sqnr_db"] is not None and w["sqnr_db"] < SUSPECT_SQNR_DB]
-    result["suggestions"] = [
+    suggestions = [
         {"layer": l["node"], "op": l["op"], "why": f"its output quantization alone gives SQNR {_db(l['local_sqnr_db'])}",
          "how": f"export_onnx(..., keep_float=[{l['node']!r}]) (quantize_static nodes_to_exclude)"}
         for l in flagged]
-    result["suggestions"] += [
+    suggestions += [
         {"layer": w["weight"], "op": "weight", "why": f"weight SQNR {_db(w['sqnr_db'])}",
          "how": "keep per-channel weights (the default; --per-tensor loses precision here)" if w["per_tensor"]
                 else f"export_onnx(..., keep_float=[{w['node']!r}])"}
         for w in flagged_weights]
-    # Error can also grow inside a layer (int8 weights times int8 inputs) while every tensor's own
-    # rounding looks harmless: flag the weighted nodes where the accumulated SQNR falls the most.
-    _add_drops(layers, float_proto, pairs)
     for l in sorted((l for l in layers if l.get("drop_db") is not None), key=lambda l: -l["drop_db"]):
-        if l["drop_db"] < SUSPECT_DROP_DB or any(s["layer"] == l["compute_node"] for s in result["suggestions"]):
+        if l["drop_db"] < SUSPECT_DROP_DB or any(s["layer"] == l["compute_node"] for s in suggestions):
             continue
-        result["suggestions"].append(
+        suggestions.append(
             {"layer": l["compute_node"], "op": l["compute_op"],
              "why": f"accumulated SQNR falls {l['drop_db']:.1f} dB across it (to {_db(l['vs_float_sqnr_db'])})",
              "how": f"export_onnx(..., keep_float=[{l['compute_node']!r}]) (quantize_static nodes_to_exclude)"})
-    return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
+    return suggestions
 
 
 def _add_drops(layers: list[dict], float_proto, pairs: dict[str, str]) -> None:
