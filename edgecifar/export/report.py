@@ -80,7 +80,29 @@ def markdown(report: dict) -> str:
             "TFLite and ONNX int8 are calibrated on these same images.",
             "",
         ]
-    aware = [a for a in report["artifacts"] if a.get("accuracy_aware")]
+    lines += _accuracy_aware_lines(report["artifacts"])
+    lines += _validation_lines(report)
+    lines += ["## Conversion", ""]
+    for a in report["artifacts"]:
+        if a.get("conversion"):
+            settings = "; ".join(f"{k}: {v}" for k, v in a["conversion"].items())
+            lines.append(f"- {a['format']}: {settings}")
+    lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".", ""]
+    if report.get("debug_quant"):
+        lines += ["## Quantization debug reports", ""] + [f"- `{p}`" for p in report["debug_quant"]] + [""]
+    host = report.get("host") or {}
+    if host:
+        lines += [f"Checked on: {host['system']} {host['machine']}, {host['cpu_count']} CPUs, int8-relevant CPU features: "
+                  f"{', '.join(host['cpu_features']) or 'none detected'}.", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    lines += [f"Tools: {versions}. Export took {report['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
+    """The "Accuracy-aware int8" section: per int8 artifact, whether it met the target and what each try did."""
+    lines = []
+    aware = [a for a in artifacts if a.get("accuracy_aware")]
     if aware:
         lines += ["## Accuracy-aware int8", "",
                   "Target: top-1 within {:g} pp of Keras and agreement ≥ {:g} % (export/fallback.py). An artifact that misses "
@@ -108,6 +130,12 @@ def markdown(report: dict) -> str:
                              + (f"{b['latency_cost_ms']:+.3f} ms" if b.get("latency_cost_ms") is not None else "? ms")
                              + " per image (batch 1, 1 thread).")
         lines.append("")
+    return lines
+
+
+def _validation_lines(report: dict) -> list[str]:
+    """The held-back validation section: int8 Δ on images neither trained nor calibrated on, next to test."""
+    lines = []
     val = report.get("validation_check")
     if val:
         lines += ["## Int8 on held-back validation images", ""]
@@ -121,21 +149,7 @@ def markdown(report: dict) -> str:
         else:
             lines.append(f"Not measured: {val.get('reason', 'no int8 artifact passed its check')}.")
         lines.append("")
-    lines += ["## Conversion", ""]
-    for a in report["artifacts"]:
-        if a.get("conversion"):
-            settings = "; ".join(f"{k}: {v}" for k, v in a["conversion"].items())
-            lines.append(f"- {a['format']}: {settings}")
-    lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".", ""]
-    if report.get("debug_quant"):
-        lines += ["## Quantization debug reports", ""] + [f"- `{p}`" for p in report["debug_quant"]] + [""]
-    host = report.get("host") or {}
-    if host:
-        lines += [f"Checked on: {host['system']} {host['machine']}, {host['cpu_count']} CPUs, int8-relevant CPU features: "
-                  f"{', '.join(host['cpu_features']) or 'none detected'}.", ""]
-    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-    lines += [f"Tools: {versions}. Export took {report['seconds']:.0f} s.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def report_paths(out_dir: Path) -> tuple[Path, Path]:
