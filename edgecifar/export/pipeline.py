@@ -82,28 +82,10 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
                              calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
                              tool=versions, conversion=conversion, output_kind=output_kind)
 
-    # 4. Convert, write, check — format by format.
-    artifacts = []
-    tflite_fmts = [f for f in fmts if f.startswith("tflite_")]
-    onnx_fmts = [f for f in fmts if f.startswith("onnx_")]
-    step = iter(range(1, len(fmts) + 1))
-    with scratch_dir("export") as tmp:
-        sources = _Sources(keras_model, model_path, Path(tmp), echo)
-        for fmt in tflite_fmts + onnx_fmts:
-            echo(f"[{next(step)}/{len(fmts)}] {fmt}: converting")
-            path = out / artifact_name(model_name, fmt)
-            if fmt.startswith("tflite_"):
-                def produce(staged, keep=(), fmt=fmt):
-                    return _tflite(fmt, staged, sources, calib, io_dtype, per_channel, metadata, keep)
-            else:
-                def produce(staged, keep=(), fmt=fmt):
-                    return _onnx(fmt, staged, sources, calib, opset, per_channel, calib_method, metadata, echo, keep)
-            row = _one(fmt, path, ref, echo, produce, val_ref)
-            if accuracy_aware:
-                row = _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
-            artifacts.append(row)
-        # 5. Optional quantization debugging, on the model the int8 artifacts were converted from.
-        debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
+    # 4. Convert, write, check — format by format; 5. optional quantization debugging.
+    options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
+    artifacts, debug_paths = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
+                                          debug_quant, echo)
 
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
                 "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"}
@@ -136,6 +118,34 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
         echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
     _next_steps(artifacts, run, echo)
     return report
+
+
+def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: dict, accuracy_aware: bool, debug_quant: bool,
+                 echo) -> tuple[list[dict], list[str] | None]:
+    """Every format: convert at a staged name, check, install (then the accuracy-aware search for int8);
+    TFLite first, then ONNX. Returns (report rows, debug report paths)."""
+    artifacts = []
+    ordered = [f for f in fmts if f.startswith("tflite_")] + [f for f in fmts if f.startswith("onnx_")]
+    o = options
+    with scratch_dir("export") as tmp:
+        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo)
+        for step, fmt in enumerate(ordered, 1):
+            echo(f"[{step}/{len(fmts)}] {fmt}: converting")
+            path = out / artifact_name(src.name, fmt)
+            if fmt.startswith("tflite_"):
+                def produce(staged, keep=(), fmt=fmt):
+                    return _tflite(fmt, staged, sources, calib, o["io_dtype"], o["per_channel"], metadata, keep)
+            else:
+                def produce(staged, keep=(), fmt=fmt):
+                    return _onnx(fmt, staged, sources, calib, o["opset"], o["per_channel"], o["calib_method"], metadata, echo,
+                                 keep)
+            row = _one(fmt, path, ref, echo, produce, val_ref)
+            if accuracy_aware:
+                row = _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
+            artifacts.append(row)
+        # On the model the int8 artifacts were converted from.
+        debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
+    return artifacts, debug_paths
 
 
 @dataclass
