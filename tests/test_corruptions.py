@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,11 +29,17 @@ def few(cifar):
     return cifar.test.images[idx]
 
 
+# A model trained without the camera augmentation: its accuracy falls clearly at every severity step. (The bundled,
+# camera-robust model loses under 1 pp between mild severities, within the noise of 1,000 images.) This is
+# resnet8_w20's plain int8 artifact, byte for byte the one export/reports/resnet8_w20 checked.
+PLAIN_MODEL = Path(__file__).parent / "assets" / "resnet8_w20_int8.tflite"
+
+
 @pytest.fixture(scope="module")
-def bundled_suite(cifar):
-    """The bundled int8 model (84 %) through the whole suite on 1,000 stratified test images."""
+def plain_suite(cifar):
+    """A trained plain int8 model (resnet8_w20, 89.5 %) through the whole suite on 1,000 stratified test images."""
     idx = data.stratified_indices(cifar.test.labels, 1000, seed=0)
-    clf = Classifier(default_model())
+    clf = Classifier(PLAIN_MODEL)
     return corruption_accuracy(lambda x: clf.predict(x, batch_size=500), cifar.test.images[idx], cifar.test.labels[idx])
 
 
@@ -64,21 +71,30 @@ def test_distortion_grows_with_severity(few, name):
     assert all(b > a for a, b in zip(mad, mad[1:])), (name, mad)
 
 
-def test_accuracy_falls_monotonically_with_severity(bundled_suite):
-    """A real 84 % model on 1,000 images: clean > severity 1 > 2 > 3 for every corruption."""
-    clean = bundled_suite["clean_accuracy"]
+def test_accuracy_falls_monotonically_with_severity(plain_suite):
+    """A real 89.5 % model on 1,000 images: clean > severity 1 > 2 > 3 for every corruption."""
+    clean = plain_suite["clean_accuracy"]
     assert clean > 0.8
-    for name, by_severity in bundled_suite["accuracy"].items():
+    for name, by_severity in plain_suite["accuracy"].items():
         chain = [clean] + [by_severity[str(s)] for s in corruptions.SEVERITIES]
         assert all(b < a for a, b in zip(chain, chain[1:])), (name, chain)
 
 
-def test_mca_is_the_mean_of_the_per_corruption_figures(bundled_suite):
-    acc = bundled_suite["accuracy"]
+def test_bundled_model_is_camera_robust(cifar):
+    """Issue 16: the bundled int8 model keeps clean top-1 >= 84 % and mCA >= 75 % on 2,000 stratified test images."""
+    idx = data.stratified_indices(cifar.test.labels, 2000, seed=0)
+    clf = Classifier(default_model())
+    result = corruption_accuracy(lambda x: clf.predict(x, batch_size=500), cifar.test.images[idx], cifar.test.labels[idx])
+    assert result["clean_accuracy"] >= 0.84, result["clean_accuracy"]
+    assert result["mca"] >= 0.75, result["mca"]
+
+
+def test_mca_is_the_mean_of_the_per_corruption_figures(plain_suite):
+    acc = plain_suite["accuracy"]
     assert sorted(acc) == sorted(corruptions.CORRUPTIONS)
     per_corruption = {n: np.mean([acc[n][str(s)] for s in corruptions.SEVERITIES]) for n in acc}
-    assert bundled_suite["corruption_mean"] == pytest.approx(per_corruption)
-    assert bundled_suite["mca"] == pytest.approx(np.mean(list(per_corruption.values())))
+    assert plain_suite["corruption_mean"] == pytest.approx(per_corruption)
+    assert plain_suite["mca"] == pytest.approx(np.mean(list(per_corruption.values())))
     assert mean_corruption_accuracy({"a": {"1": 0.5, "2": 0.3}, "b": {"1": 1.0, "2": 0.0}}) == ({"a": 0.4, "b": 0.5}, 0.45)
     # The camera-trained and the unseen halves: each the mean of its own corruptions, together the mCA.
     from edgecifar.camera_augment import TRAINED_FAMILIES
@@ -86,8 +102,8 @@ def test_mca_is_the_mean_of_the_per_corruption_figures(bundled_suite):
     seen = [per_corruption[n] for n in per_corruption if n in TRAINED_FAMILIES]
     unseen = [per_corruption[n] for n in per_corruption if n not in TRAINED_FAMILIES]
     assert len(seen) == 5 and len(unseen) == 5
-    assert bundled_suite["mca_camera_trained_families"] == pytest.approx(np.mean(seen))
-    assert bundled_suite["mca_camera_unseen_families"] == pytest.approx(np.mean(unseen))
+    assert plain_suite["mca_camera_trained_families"] == pytest.approx(np.mean(seen))
+    assert plain_suite["mca_camera_unseen_families"] == pytest.approx(np.mean(unseen))
 
 
 def test_corruption_accuracy_takes_any_predict(few):

@@ -467,7 +467,9 @@ def _onnx_weight_errors(float_proto, qdq_proto, pairs: dict[str, str]) -> list[d
         if not q_name or q_name not in inits or not q_name.endswith("_quantized"):
             continue
         original = floats.get(pairs.get(q_name, q_name[: -len("_quantized")]))
-        if original is None:
+        if original is None or original.size != inits[q_name].size:
+            # No float twin, or a wrong one: two tf2onnx conversions of one model (a .keras source) can
+            # name and order constants differently; a mismatched pair says nothing, so it is left out.
             continue
         q, scale = inits[q_name].astype(np.int64), inits[node.input[1]].astype(np.float64)
         zp = inits[node.input[2]].astype(np.int64) if len(node.input) > 2 else np.zeros_like(scale, np.int64)
