@@ -27,19 +27,18 @@ def test_a_missed_target_keeps_ranked_layers_in_float(tiny_run, data_dir, tmp_pa
         # Every try is a different model: the denylisted layers really changed the conversion.
         shas = [block["first"]["sha256"]] + [t["sha256"] for t in block["tries"]]
         assert len(set(shas)) == 3, shas
-        assert block["kept_float"] in ([], block["ranking"][:1], block["ranking"][:2])
-        # The best try by agreement (then Δ) is the one installed, and the row describes exactly its bytes.
-        best = max([block["first"]] + block["tries"], key=lambda t: (t["agreement"], t["delta_pp"]))
-        assert (row["agreement"], row["delta_pp"]) == (best["agreement"], best["delta_pp"])
-        assert row["sha256"] == best["sha256"]
+        # No try met the target: the all-int8 artifact is back in place, byte for byte, and the row describes it;
+        # the report still names the best try.
+        assert block["kept_float"] == [] and row["sha256"] == block["first"]["sha256"]
+        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == block["first"]["sha256"]
+        best = max(block["tries"], key=lambda t: (t["agreement"], t["delta_pp"]))
+        if (best["agreement"], best["delta_pp"]) > (block["first"]["agreement"], block["first"]["delta_pp"]):
+            assert block["best_try"]["sha256"] == best["sha256"], (block["first"], block["tries"], block["best_try"])
         assert not [p for p in Path(row["path"]).parent.iterdir() if ".best" in p.name or ".staged" in p.name]
         path = Path(row["path"])
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
         conversion = meta_io.read(path).get("conversion") or {}
         assert conversion.get("float_layers", []) == block["kept_float"]
-        if row["format"] == "tflite_int8" and block["kept_float"]:
-            # The kept layers really run in float: more float ops than the head's FULLY_CONNECTED.
-            assert len([op for op in conversion["float_ops"] if op != "DEQUANTIZE"]) > 1
         assert "latency_ms" in block["tries"][0] and block["first_latency_ms"] > 0
     md = (tmp_path / "export_report.md").read_text()
     assert "## Accuracy-aware int8" in md and "target not met" in md
@@ -61,3 +60,27 @@ def test_miss_reads_both_targets():
     assert fallback.miss({"status": "failed"}) is None  # nothing to improve on a failed conversion
     with pytest.raises(TypeError):
         fallback.miss()
+
+
+def test_a_target_met_by_a_try_keeps_that_try(tiny_run, data_dir, tmp_path, monkeypatch):
+    """The first try that meets the target stays installed, with its float layers really in float."""
+    calls = []
+    real_miss = fallback.miss
+
+    def miss_until_one_float_layer(row, *a, **k):
+        calls.append(row.get("sha256"))
+        return None if len(calls) > 1 else "forced miss of the all-int8 artifact"
+
+    monkeypatch.setattr(fallback, "miss", miss_until_one_float_layer)
+    report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
+                        out_dir=tmp_path, echo=lambda *_: None)
+    monkeypatch.setattr(fallback, "miss", real_miss)
+    (row,) = report["artifacts"]
+    block = row["accuracy_aware"]
+    assert block["met"] and block["kept_float"] == block["ranking"][:1] and len(block["tries"]) == 1
+    assert row["sha256"] == block["tries"][0]["sha256"] != block["first"]["sha256"]
+    conversion = meta_io.read(Path(row["path"])).get("conversion") or {}
+    assert conversion["float_layers"] == block["kept_float"]
+    # The kept layer really runs in float: more float ops than the head's FULLY_CONNECTED.
+    assert len([op for op in conversion["float_ops"] if op != "DEQUANTIZE"]) > 1
+    assert block["size_cost_bytes"] > 0 and block["latency_cost_ms"] is not None

@@ -9,7 +9,8 @@ head, or ONNX QDQ) misses it:
     2. convert again with the worst 1, 2, ... MAX_LAYERS layers left in float (TFLite: the
        converter's denylisted nodes; ONNX: quantize_static's nodes_to_exclude), checking each
        result exactly as every artifact is checked;
-    3. stop at the first that meets the target; if none does, keep the best try.
+    3. stop at the first that meets the target; if none does, keep the all-int8 artifact (the report
+       names the best try, so a user can still choose it: --plain-int8 plus the float layers by hand).
 
 The report row gets an "accuracy_aware" block: the first result, every try (layers kept, Δ,
 agreement, size, batch-1 latency), the layers finally kept and what they cost in size and time.
@@ -114,8 +115,8 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
     "accuracy_aware" block. `produce(keep_float) -> row` converts, checks and installs one try;
     `rank() -> [layer]` ranks the layers of the first artifact.
 
-    The best artifact so far (at first, the all-int8 one) is kept aside with its sidecar: when a later
-    try is worse, or anything in the search fails, it goes back in place byte for byte.
+    The all-int8 artifact is kept aside with its sidecar: when no try meets the target, or anything in
+    the search fails, it goes back in place byte for byte.
     """
     import os
     import shutil
@@ -131,7 +132,7 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
     aside = path.with_name(f".{path.name}.best")
     pairs = [(path, aside), (meta_io.sidecar_path(path), meta_io.sidecar_path(aside))]
 
-    def keep_aside():  # the artifact now at `path` is the best so far
+    def keep_aside():  # the all-int8 artifact now at `path`
         for src, dst in pairs:
             if src.is_file():
                 shutil.copy2(src, dst)
@@ -157,18 +158,19 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
             at_path = row
             entry["latency_ms"] = latency_ms(path)
             echo(f"    {k} float layer(s): Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} %")
-            met = miss(row, target_pp, target_agreement) is None
-            if met or _score(row) > _score(best):
-                best, best_keep = row, keep
-                keep_aside()
-            if met:
-                break  # the first try that meets the target: fewest layers in float
+            if _score(row) > _score(block.get("best_try") or first):
+                block["best_try"] = entry
+            if miss(row, target_pp, target_agreement) is None:
+                best, best_keep = row, keep  # the first try that meets the target: fewest layers in float
+                break
         if at_path is not best:
+            # No try met the target: the all-int8 artifact goes back. Float layers that do not reach the target
+            # would cost size and time for a partial gain; the report lists every try (and the best) instead.
             put_back()
     except Exception as e:  # the search is an improvement: it must never cost the artifact it started from
-        put_back()  # the best so far (the all-int8 one unless a try beat it), exactly as checked
+        put_back()  # the all-int8 artifact, exactly as checked
         block["error"] = f"{type(e).__name__}: {e}"[:300]
-        echo(f"    accuracy-aware search failed ({block['error']}); the best artifact so far is kept")
+        echo(f"    accuracy-aware search failed ({block['error']}); the all-int8 artifact is kept")
     finally:
         for _, src in pairs:
             src.unlink(missing_ok=True)
@@ -187,6 +189,6 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
 
 def _score(row: dict) -> tuple:
     """Better = higher agreement with Keras first (what the device shows), then smaller drop."""
-    if "accuracy" not in row:
+    if row.get("agreement") is None:  # a failed try (a report row, or a try's summary)
         return (-1.0, -1e9)
     return (row["agreement"], row["delta_pp"])

@@ -125,7 +125,10 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
                                   for t in b["tries"] if t.get("delta_pp") is not None)
                 lines.append(f"- {a['format']}: first Δ {f['delta_pp']:+.2f} pp, agree {100 * f['agreement']:.2f} % "
                              f"({b['miss']}), {b.get('first_latency_ms', float('nan')):.3f} ms; tries: {tries}. Kept in float: "
-                             f"{', '.join(f'`{n}`' for n in b['kept_float']) or 'none'}; target {'met' if b['met'] else 'not met'}; "
+                             f"{', '.join(f'`{n}`' for n in b['kept_float']) or 'none'}; target {'met' if b['met'] else 'not met'}"
+                             + ("" if b["met"] or not b.get("best_try") else
+                                f" (the all-int8 artifact is kept; best try: {len(b['best_try']['kept_float'])} layer(s), "
+                                f"agree {100 * b['best_try']['agreement']:.2f} %)") + "; "
                              f"cost {b['size_cost_bytes'] / 1024:+.1f} KiB, "
                              + (f"{b['latency_cost_ms']:+.3f} ms" if b.get("latency_cost_ms") is not None else "? ms")
                              + " per image (batch 1, 1 thread).")
