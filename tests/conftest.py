@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-DATA = Path(os.environ.get("EDGECIFAR_DATA") or SHARED / "data" / "cifar-10-batches-py")
+# Absolute: many tests run `edgecifar` in another working directory, where a relative path would point nowhere.
+DATA = Path(os.environ.get("EDGECIFAR_DATA") or SHARED / "data" / "cifar-10-batches-py").resolve()
 WEIGHTS = SHARED / "weights"
 MOBILENET_035 = WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
