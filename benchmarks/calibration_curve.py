@@ -76,6 +76,8 @@ def markdown(rows: list[dict], command: str) -> str:
         val = (f"{r['val_delta_pp']:+.2f} | {100 * r['val_agreement']:.2f}%" if r["val_delta_pp"] is not None else "– | –")
         lines.append(f"| {label(r)} | {r['format']} | {r['calib_samples']:,} | {r['delta_pp']:+.2f} | "
                      f"{100 * r['agreement']:.2f}% | {r['ties']} | {val} | {r['export_seconds']:.0f} |")
+    lines += ["", "export s: wall seconds of that whole export (conversion and checks) on a shared machine, other jobs "
+                  "and any pause included: not a speed figure."]
     return "\n".join(lines) + "\n"
 
 
