@@ -140,8 +140,24 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
+def json_finite(value):
+    """`value` with every NaN and infinity (JSON has neither; browsers and strict parsers reject them) as null.
+
+    With json_default, the one JSON sanitiser: reports, the debug reports and the live view's stats use both.
+    A null where a quality figure was infinite means "no error at all" (an SQNR of a lossless tensor)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_finite(v) for v in value]
+    return value
+
+
 def json_default(o):
-    """json.dumps' `default` for numpy scalars and arrays and paths: the one JSON sanitiser."""
+    """json.dumps' `default` for numpy scalars and arrays and paths (json_finite handles NaN and infinities)."""
     import numpy as np
 
     if isinstance(o, np.generic):

@@ -99,24 +99,11 @@ def _mmss(s: float) -> str:
 def machine_info() -> dict:
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                mem_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
-            "platform": platform.platform(), "libraries": runs.library_versions(), "git_commit": runs.git_commit()}
+    from .. import machine
+
+    return {"cpu": machine.cpu_model(), "cores": os.cpu_count(), "usable_cores": machine.usable_cores(),
+            "memory_gb": machine.memory_gb(), "platform": platform.platform(), "libraries": runs.library_versions(),
+            "git_commit": runs.git_commit()}
 
 
 def parse_threads(text: str) -> list[int]:

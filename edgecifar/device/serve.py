@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import UserError
-from ..files import json_default
+from ..files import json_default, json_finite
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_FPS = 12.0
@@ -298,17 +298,6 @@ def _page_info(info: dict) -> dict:
             "source": info.pop("source", None), "classes": list(classes), **info}
 
 
-def _finite(value):
-    """JSON has no NaN/Infinity (browsers reject them): make them null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 class LiveHandler(BaseHTTPRequestHandler):
     """One HTTP request to the live view: the page, the MJPEG stream or the stats, behind the access check."""
 
@@ -379,7 +368,7 @@ class LiveHandler(BaseHTTPRequestHandler):
         })
 
     def _stats(self):
-        body = json.dumps(_finite(self.live.stats()), default=json_default).encode()
+        body = json.dumps(json_finite(self.live.stats()), default=json_default).encode()
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _no_icon(self):

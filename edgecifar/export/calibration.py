@@ -8,7 +8,7 @@ of onnxruntime's CalibrationDataReader:
 
     calib = CalibrationSet.from_training_split(train, 500)
     converter.representative_dataset = calib.tflite_representative_dataset
-    quantize_static(..., calibration_data_reader=calib.onnx_reader("pixels"))
+    quantize_static(..., calibration_data_reader=calib.onnx_reader("pixels"))   # or onnx_reader(images)
     report["calibration"] = calib.describe()
 """
 
@@ -60,31 +60,9 @@ class CalibrationSet:
                 self.echo(f"    calibrating: {i}/{len(self)} samples")
             yield [batch]
 
-    def onnx_reader(self, input_name: str, batch_size: int = 1):
-        """An onnxruntime.quantization.CalibrationDataReader over the same samples."""
-        from onnxruntime.quantization import CalibrationDataReader
-
-        calib = self
-
-        class _Reader(CalibrationDataReader):
-            def __init__(self):
-                self._it = iter(calib.float_batches(batch_size))
-                self._seen = 0
-
-            def get_next(self):
-                batch = next(self._it, None)
-                if batch is None:
-                    return None
-                self._seen += len(batch)
-                if calib.echo and (self._seen % PROGRESS_EVERY == 0 or self._seen == len(calib)):
-                    calib.echo(f"    calibrating: {self._seen}/{len(calib)} samples")
-                return {input_name: batch}
-
-            def rewind(self):
-                self._it = iter(calib.float_batches(batch_size))
-                self._seen = 0
-
-        return _Reader()
+    def onnx_reader(self, input_name: str = "pixels", batch_size: int = 50):
+        """An onnxruntime.quantization.CalibrationDataReader over the same samples (calibration.onnx_reader)."""
+        return onnx_reader(self.images, input_name, batch_size, echo=self.echo)
 
     def describe(self) -> dict:
         """How the samples were chosen, precisely enough to draw the same ones again."""
@@ -99,6 +77,30 @@ class CalibrationSet:
             "preprocessing": "RGB pixels as float32 0..255, NHWC, as in training (scaling is inside the model)",
             "train_split_sha256": self.source.get("train_sha256"),
         }
+
+
+def onnx_reader(images: np.ndarray, input_name: str = "pixels", batch_size: int = 50, echo=None):
+    """The one CalibrationDataReader: uint8 images fed as float32 pixels 0..255, `batch_size` at a time, under
+    `input_name`. The ONNX quantizer and the quantization debugger both read calibration images through it."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rewind()
+
+        def get_next(self):
+            if self._i >= len(images):
+                return None
+            x = images[self._i : self._i + batch_size].astype(np.float32)
+            self._i += len(x)
+            if echo and (self._i % PROGRESS_EVERY < len(x) or self._i == len(images)):
+                echo(f"    calibrating: {self._i}/{len(images)} samples")
+            return {input_name: x}
+
+        def rewind(self):
+            self._i = 0
+
+    return _Reader()
 
 
 def validate_count(n: int, available: int | None = None, echo=None) -> int:

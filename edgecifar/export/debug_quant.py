@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import scratch_dir, write_json, write_text
+from ..files import json_finite, scratch_dir, write_json, write_text
 from ..quiet import python_logs
 
 DEBUG_SAMPLES = 100
@@ -529,7 +529,7 @@ def _save(result: dict, out_dir, artifact: Path, markdown: str, echo) -> list[Pa
     out_dir = Path(out_dir)
     stem = f"{artifact.stem}_{artifact.suffix.lstrip('.')}_quant_debug"
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    write_json(json_path, _json_safe(result))
+    write_json(json_path, json_finite(result))
     write_text(md_path, markdown)
     if result["suggestions"]:
         echo(f"    {len(result['suggestions'])} layer(s) worth keeping in float: "
@@ -537,16 +537,6 @@ def _save(result: dict, out_dir, artifact: Path, markdown: str, echo) -> list[Pa
     else:
         echo(f"    no layer below {SUSPECT_SQNR_DB:g} dB SQNR; worst: {result['worst'][0] if result['worst'] else '-'}")
     return [md_path, json_path]
-
-
-def _json_safe(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    return o
 
 
 def _short(name: str, width: int = 60) -> str:

@@ -223,24 +223,10 @@ def preprocessed_float(float_proto):
 
 
 def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH):
-    """A CalibrationDataReader over uint8 images, fed as float32 pixels 0..255 in batches."""
-    from onnxruntime.quantization import CalibrationDataReader
+    """The calibration set's reader (edgecifar.export.calibration.onnx_reader) under this exporter's input name."""
+    from .calibration import onnx_reader
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self.rewind()
-
-        def get_next(self):
-            if self._i >= len(images):
-                return None
-            x = images[self._i : self._i + batch].astype(np.float32)
-            self._i += batch
-            return {INPUT_NAME: x}
-
-        def rewind(self):
-            self._i = 0
-
-    return _Reader()
+    return onnx_reader(images, INPUT_NAME, batch)
 
 
 # --- helpers ----------------------------------------------------------------------------

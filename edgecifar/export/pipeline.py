@@ -89,13 +89,32 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
                 "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"}
-    report = {
+    report = _report(command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})", src, source_model, ref, ds, calib,
+                     val_ref, no_val, fmts, settings, artifacts, debug_paths, _max_drop(artifacts, max_drop), versions,
+                     time.perf_counter() - t_start)
+    json_path, md_path = reporting.save(report, out)
+    echo("")
+    echo(reporting.table(report))
+    echo(f"\nwrote {json_path} and {md_path.name}")
+    if report["max_drop"] and report["max_drop"]["exceeded"]:
+        echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
+    _next_steps(artifacts, run, echo)
+    return report
+
+
+def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, settings, artifacts, debug_paths, max_drop,
+            versions, seconds) -> dict:
+    """export_report.json: what was exported from what, checked how, with which result (report.py renders it)."""
+    from . import check as checking
+    from . import report as reporting
+
+    return {
         "schema": reporting.SCHEMA,
-        "command": command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})",
+        "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "run": str(run),
-        "model": model_name,
-        "source_model": {**source_model, "path": str(model_path)},
+        "run": str(src.run),
+        "model": src.name,
+        "source_model": {**source_model, "path": str(src.model_path)},
         "check": {**ref.subset, "keras_accuracy": ref.keras_correct / len(ref.labels),
                   "runtime": "edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime for .onnx)"},
         "data": {"source": ds.source, **ds.fingerprint},
@@ -105,19 +124,11 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
         "settings": settings,
         "artifacts": artifacts,
         "debug_quant": debug_paths,
-        "max_drop": _max_drop(artifacts, max_drop),
+        "max_drop": max_drop,
         "host": _host(),
         "versions": versions,
-        "seconds": round(time.perf_counter() - t_start, 1),
+        "seconds": round(seconds, 1),
     }
-    json_path, md_path = reporting.save(report, out)
-    echo("")
-    echo(reporting.table(report))
-    echo(f"\nwrote {json_path} and {md_path.name}")
-    if report["max_drop"] and report["max_drop"]["exceeded"]:
-        echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
-    _next_steps(artifacts, run, echo)
-    return report
 
 
 def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: dict, accuracy_aware: bool, debug_quant: bool,
@@ -435,14 +446,10 @@ def _host() -> dict:
     """Where the checks ran: int8 kernels differ by CPU (e.g. onnxruntime's U8S8 path on x86 without VNNI)."""
     import platform
 
-    wanted = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm"}
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith(("flags", "Features"))), [])
-    except OSError:
-        flags = []
+    from ..machine import int8_features
+
     return {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(),
-            "cpu_features": sorted(wanted & set(flags))}
+            "cpu_features": int8_features()}
 
 
 def _reason(e: BaseException) -> str:

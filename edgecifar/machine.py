@@ -1,0 +1,48 @@
+"""What machine this is: the one CPU probe behind every report that names it (export's host line, benchmark's machine block)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+# CPU features that change int8 kernels (onnxruntime's U8S8 path on x86 without VNNI saturates; ARM dot products).
+INT8_FEATURES = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimd", "asimddp", "i8mm"}
+
+
+def _cpuinfo_value(*keys: str) -> str | None:
+    """The first /proc/cpuinfo line starting with one of `keys`, after its colon (None off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(keys):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    return set((_cpuinfo_value("flags", "Features") or "").split())
+
+
+def int8_features() -> list[str]:
+    return sorted(INT8_FEATURES & cpu_flags())
+
+
+def memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
