@@ -19,6 +19,15 @@ from edgecifar import zoo
 from edgecifar.files import human_size, write_text
 from edgecifar.plots import pyplot, save_png
 
+
+def zoo_name(report: dict) -> str:
+    """The zoo model behind a report: its "zoo_model", else the name without a variant suffix (`_camera`)."""
+    name = report.get("zoo_model") or report["model"]
+    for variant in ("_camera", "_plain"):
+        if name not in zoo.list_models() and name.endswith(variant):
+            name = name[: -len(variant)]
+    return name
+
 SEED_REPORTS = ["seed000_shallow_cnn", "seed002_m1_cnn", "seed002_m2_cnn", "seed002_m3_cnn", "seed003_bn_cnn", "seed004_mlp",
                 "seed004_mobilenetv2_transfer"]
 
@@ -27,7 +36,7 @@ def load_point(path: Path) -> dict:
     report = json.loads(Path(path).read_text())
     int8 = next(a for a in report["artifacts"] if a["format"] == "tflite_int8" and a.get("path"))
     return {"model": report["model"], "report": str(path), "keras_top1": 100 * report["check"]["keras_accuracy"],
-            "int8_top1": 100 * int8["accuracy"], "int8_bytes": int8["size_bytes"], "macs": zoo.model_info(report["model"]).macs,
+            "int8_top1": 100 * int8["accuracy"], "int8_bytes": int8["size_bytes"], "macs": zoo.model_info(zoo_name(report)).macs,
             "head": "float head" if "head" in (int8.get("conversion") or {}) else "integer output"}
 
 

@@ -114,6 +114,7 @@ def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, s
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run": str(src.run),
         "model": src.name,
+        "zoo_model": src.manifest.get("zoo_model") or src.name,  # the registry entry behind a variant (`_camera`)
         "source_model": {**source_model, "path": str(src.model_path)},
         "check": {**ref.subset, "keras_accuracy": ref.keras_correct / len(ref.labels),
                   "runtime": "edgecifar.device.runtime.Classifier (LiteRT for .tflite, onnxruntime for .onnx)"},
