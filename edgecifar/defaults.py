@@ -29,6 +29,7 @@ BUDGETS_PP = {
 INT8_TARGET_PP = 0.3
 INT8_TARGET_AGREEMENT = 0.985
 FALLBACK_MAX_LAYERS = 4
+FALLBACK_MAX_SIZE_GROWTH = 0.25  # float layers may make the int8 file at most 25 % bigger
 
 # Benchmark timing: untimed warm-up runs, then at least MIN_RUNS batch-1 runs and MIN_SECONDS.
 WARMUP = 10

@@ -15,6 +15,7 @@ def test_a_missed_target_keeps_ranked_layers_in_float(tiny_run, data_dir, tmp_pa
     # An agreement above 100 % can never be met: every try is made, and the best one is left in place.
     monkeypatch.setattr(fallback, "TARGET_AGREEMENT", 1.01)
     monkeypatch.setattr(fallback, "MAX_LAYERS", 2)
+    monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 100.0)  # the tiny model's big Dense in float: allowed here
     lines = []
     report = export_run(tiny_run, formats="tflite_int8,onnx_int8", calib_samples=100, check_samples=1000,
                         data_dir=data_dir, out_dir=tmp_path, echo=lines.append)
@@ -72,6 +73,7 @@ def test_a_target_met_by_a_try_keeps_that_try(tiny_run, data_dir, tmp_path, monk
         return None if len(calls) > 1 else "forced miss of the all-int8 artifact"
 
     monkeypatch.setattr(fallback, "miss", miss_until_one_float_layer)
+    monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 100.0)
     report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
                         out_dir=tmp_path, echo=lambda *_: None)
     monkeypatch.setattr(fallback, "miss", real_miss)
@@ -84,3 +86,18 @@ def test_a_target_met_by_a_try_keeps_that_try(tiny_run, data_dir, tmp_path, monk
     # The kept layer really runs in float: more float ops than the head's FULLY_CONNECTED.
     assert len([op for op in conversion["float_ops"] if op != "DEQUANTIZE"]) > 1
     assert block["size_cost_bytes"] > 0 and block["latency_cost_ms"] is not None
+
+
+def test_a_try_over_the_size_limit_is_never_taken(tiny_run, data_dir, tmp_path, monkeypatch):
+    """Int8 that became float-sized is not int8: with no growth allowed, every try is reported and none is taken."""
+    monkeypatch.setattr(fallback, "miss", lambda row, *a, **k: None if row.get("over_size_limit") is None and
+                        row.get("kept_float") else "forced")
+    monkeypatch.setattr(fallback, "MAX_LAYERS", 2)
+    monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 0.0)
+    report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
+                        out_dir=tmp_path, echo=lambda *_: None)
+    (row,) = report["artifacts"]
+    block = row["accuracy_aware"]
+    assert all(t["over_size_limit"] for t in block["tries"]) and len(block["tries"]) == 2
+    assert not block["met"] and block["kept_float"] == [] and row["sha256"] == block["first"]["sha256"]
+    assert "over the size limit" in (tmp_path / "export_report.md").read_text()

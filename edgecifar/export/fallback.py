@@ -9,7 +9,8 @@ head, or ONNX QDQ) misses it:
     2. convert again with the worst 1, 2, ... MAX_LAYERS layers left in float (TFLite: the
        converter's denylisted nodes; ONNX: quantize_static's nodes_to_exclude), checking each
        result exactly as every artifact is checked;
-    3. stop at the first that meets the target; if none does, keep the all-int8 artifact (the report
+    3. stop at the first that meets the target within the size limit (float layers may add at most
+       MAX_SIZE_GROWTH to the file: int8 that is float-sized is not int8); if none does, keep the all-int8 artifact (the report
        names the best try, so a user can still choose it: --plain-int8 plus the float layers by hand).
 
 The report row gets an "accuracy_aware" block: the first result, every try (layers kept, Δ,
@@ -32,6 +33,7 @@ from .. import defaults
 TARGET_PP = defaults.INT8_TARGET_PP
 TARGET_AGREEMENT = defaults.INT8_TARGET_AGREEMENT
 MAX_LAYERS = defaults.FALLBACK_MAX_LAYERS
+MAX_SIZE_GROWTH = defaults.FALLBACK_MAX_SIZE_GROWTH  # a try may add at most this share to the int8 file
 MIN_CHECK_IMAGES = 1000  # 1 image = 0.1 pp: a 0.3 pp target is measurable
 FORMATS = ("tflite_int8", "onnx_int8")
 LATENCY_RUNS = 200
@@ -126,7 +128,8 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
     target_pp = TARGET_PP if target_pp is None else target_pp
     target_agreement = TARGET_AGREEMENT if target_agreement is None else target_agreement
     max_layers = MAX_LAYERS if max_layers is None else max_layers
-    block = {"target_pp": target_pp, "target_agreement": target_agreement, "first": summary(first),
+    block = {"target_pp": target_pp, "target_agreement": target_agreement, "max_size_growth": MAX_SIZE_GROWTH,
+             "first": summary(first),
              "miss": miss(first, target_pp, target_agreement), "tries": []}
     echo(f"    {fmt} misses the int8 target: {block['miss']}; keeping its most sensitive layers in float")
     aside = path.with_name(f".{path.name}.best")
@@ -158,6 +161,14 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
             at_path = row
             entry["latency_ms"] = latency_ms(path)
             echo(f"    {k} float layer(s): Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} %")
+            limit = (first.get("size_bytes") or 0) * (1 + MAX_SIZE_GROWTH)
+            if row.get("size_bytes") and first.get("size_bytes") and row["size_bytes"] > limit:
+                # A float copy of a big layer (seed002's 512-unit Dense) would make "int8" a float model in size:
+                # such a try is reported, never chosen.
+                entry["over_size_limit"] = True
+                echo(f"    {k} float layer(s): {row['size_bytes'] / 1024:.0f} KiB, over the size limit "
+                     f"(+{100 * MAX_SIZE_GROWTH:.0f} % of {first['size_bytes'] / 1024:.0f} KiB): not taken")
+                continue
             if _score(row) > _score(block.get("best_try") or first):
                 block["best_try"] = entry
             if miss(row, target_pp, target_agreement) is None:

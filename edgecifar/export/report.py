@@ -121,7 +121,8 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
             else:
                 f = b["first"]
                 tries = "; ".join(f"{len(t['kept_float'])} layer(s): Δ {t['delta_pp']:+.2f} pp, agree {100 * t['agreement']:.2f} %, "
-                                  f"{t['size_bytes'] / 1024:.0f} KiB, {t.get('latency_ms', float('nan')):.3f} ms"
+                                  f"{t['size_bytes'] / 1024:.0f} KiB" + (" (over the size limit)" if t.get("over_size_limit") else
+                                                                        f", {t.get('latency_ms', float('nan')):.3f} ms")
                                   for t in b["tries"] if t.get("delta_pp") is not None)
                 lines.append(f"- {a['format']}: first Δ {f['delta_pp']:+.2f} pp, agree {100 * f['agreement']:.2f} % "
                              f"({b['miss']}), {b.get('first_latency_ms', float('nan')):.3f} ms; tries: {tries}. Kept in float: "
