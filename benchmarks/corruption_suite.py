@@ -23,26 +23,9 @@ import time
 from pathlib import Path
 
 from edgecifar import data
-from edgecifar.evaluate import corruption_accuracy, corruption_subset, relative, write_corruption_reports
+from edgecifar.evaluate import corruption_accuracy, corruption_subset, predictor, relative, write_corruption_reports
 
 BUDGET_S = 300  # issue 16: the whole suite on one model in at most 5 minutes on this machine
-
-
-def open_model(path: Path, threads: int | None):
-    """(predict, description) for an artifact or a Keras run."""
-    if path.suffix.lower() in (".tflite", ".onnx"):
-        from edgecifar.device.runtime import Classifier
-
-        clf = Classifier(path, threads=threads)
-        return (lambda x: clf.predict(x, batch_size=500)), clf.describe()
-    from edgecifar import quiet, runs
-
-    quiet.import_tensorflow()
-    from edgecifar.predict import predict_probs
-
-    resolved = runs.resolve_run(path)
-    model = runs.load_model(resolved if resolved.is_file() else resolved / "model.keras")
-    return (lambda x: predict_probs(model, x)), f"{relative(resolved)}: Keras, model.predict at batch 256"
 
 
 def machine_line(load_start: float, load_end: float) -> str:
@@ -79,7 +62,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     test = data.load(args.data_dir, splits=("test",)).test
     images, labels = corruption_subset(test, args.samples, args.seed)
-    predict, description = open_model(args.model, args.threads)
+    predict, description = predictor(args.model, args.threads)
     print(f"{description}; {len(labels):,} test images", file=sys.stderr)
     result = corruption_accuracy(predict, images, labels, seed=args.seed, echo=lambda s: print(s, file=sys.stderr))
     wall_s = time.perf_counter() - t0

@@ -277,11 +277,19 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
+def validation_indices(labels: np.ndarray, val_size: int, seed: int = 0) -> np.ndarray:
+    """Positions of the validation slice train_val_split holds out (empty for val_size 0): export finds
+    a run's held-back images again with it."""
+    if val_size <= 0:
+        return np.zeros(0, dtype=int)
+    return stratified_indices(labels, val_size, seed)
+
+
 def train_val_split(split: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
     """Hold out a stratified validation slice of the *training* set (the test set is never used to tune)."""
     if val_size <= 0:
         return split, Split(split.images[:0], split.labels[:0])
-    val_idx = stratified_indices(split.labels, val_size, seed)
+    val_idx = validation_indices(split.labels, val_size, seed)
     mask = np.ones(len(split), bool)
     mask[val_idx] = False
     return Split(split.images[mask], split.labels[mask]), Split(split.images[val_idx], split.labels[val_idx])

@@ -261,6 +261,27 @@ def write_corruption_reports(result: dict, out_dir, title: str, command: str, st
     return paths
 
 
+def predictor(path, threads: int | None = None):
+    """(predict, description) for an exported artifact (the device's Classifier) or a run / .keras file
+    (Keras through predict_probs): what the corruption suite scores, from a script or the benchmark."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() in (".tflite", ".onnx"):
+        from .device.runtime import Classifier
+
+        clf = Classifier(path, threads=threads)
+        return (lambda x: clf.predict(x, batch_size=500)), clf.describe()
+    from . import quiet
+
+    quiet.import_tensorflow()
+    from .predict import predict_probs
+
+    resolved = runs.resolve_run(path)
+    model = runs.load_model(resolved if resolved.is_file() else resolved / "model.keras")
+    return (lambda x: predict_probs(model, x)), f"{relative(resolved)}: Keras, model.predict at batch 256"
+
+
 def relative(path) -> str:
     """A path as written in reports and commands: relative to the working directory, never machine-absolute."""
     import os

@@ -34,6 +34,8 @@ def _host_tag() -> str:
 
 
 HOST = _host_tag()
+
+
 def owner_tag() -> str:
     """This process' tag for temporary names (after a fork the child has its own pid)."""
     return f"{HOST}-{os.getpid()}"

@@ -11,34 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import data, runs
-from ..evaluate import MCA_DEFINITION, corruption_accuracies, corruption_subset
+from .. import data
+from ..evaluate import MCA_DEFINITION, corruption_accuracies, corruption_subset, predictor
 from ..files import write_json, write_text
 from . import cells
 
 
 def measure(run_dirs: list[Path], formats: list[str], samples: int | None, data_dir, echo) -> dict:
     """{run: {"model": name, "results": {format: corruption_accuracy result}}}."""
-    from ..device.runtime import Classifier
-    from ..predict import predict_probs
-
     test = data.load(data_dir, splits=("test",)).test
     # --samples as the benchmark reads it: N >= the test set means all of it.
     images, labels = corruption_subset(test, samples if samples is not None and samples < len(test) else None, seed=0)
     out = {}
     for run in run_dirs:
         name = cells.model_name(run)
-        predicts = {}
-        for fmt in formats:
-            path = cells.artifact_path(run, name, fmt)
-            if not path.is_file():
-                continue
-            if fmt == "keras":
-                model = runs.load_model(path)
-                predicts[fmt] = lambda x, m=model: predict_probs(m, x)
-            else:
-                clf = Classifier(path)
-                predicts[fmt] = lambda x, c=clf: c.predict(x, batch_size=500)
+        paths = {fmt: cells.artifact_path(run, name, fmt) for fmt in formats}
+        predicts = {fmt: predictor(path)[0] for fmt, path in paths.items() if path.is_file()}
         if not predicts:
             continue  # none of the asked formats exists for this run: nothing to score
         echo(f"corruption suite: {name}, {len(predicts)} format(s), {len(labels):,} test images")

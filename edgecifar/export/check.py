@@ -71,9 +71,8 @@ def validation_reference(keras_model, train: cifar.Split, data_info: dict, calib
         return None, "the run trained on a --limit subset: its validation split is not reconstructed"
     if fingerprint is not None and data_info.get("fingerprint") and data_info["fingerprint"] != fingerprint:
         return None, "the export reads other CIFAR-10 files than the run trained on: its validation split is not known"
-    # train.train_val_split's own draw: the same stratified indices of the full training split.
     seed = int(data_info.get("seed") or 0)
-    idx = cifar.stratified_indices(train.labels, val_size, seed)
+    idx = cifar.validation_indices(train.labels, val_size, seed)  # the very slice train_val_split held out
     kept = np.setdiff1d(idx, np.asarray(calibration_indices if calibration_indices is not None else [], int))
     if len(kept) < MIN_VALIDATION:
         return None, (f"only {len(kept)} of the run's {val_size} validation images are not calibration images "

@@ -116,7 +116,7 @@ def debug_tflite(keras_model_path, int8_tflite_path, calib, out_dir, echo=print,
         "layers": layers,
     }
     flagged = [l for l in layers if _tflite_suspect(l)]
-    result["worst"] = [l["tensor"] for l in _rank(layers)[:WORST]]
+    result["worst"] = [l["tensor"] for l in worst_first(layers)[:WORST]]
     result["suggestions"] = [
         {"layer": l["tensor"], "op": l["op"],
          "why": f"SQNR {_db(l['sqnr_db'])}, rmse/scale {l['rmse_per_scale']:.2f}",
@@ -232,7 +232,7 @@ def debug_onnx(float_source, int8_onnx_path, calib, out_dir, echo=print, samples
     if unmatched:
         echo(f"    warning: {len(unmatched)} quantized activation(s) have no float counterpart (e.g. {unmatched[0]}); "
              "pass the float32 .onnx exported alongside this int8 model")
-    ranked = sorted(layers, key=lambda l: _key(l["local_sqnr_db"]))
+    ranked = worst_first(layers, "local_sqnr_db")
     result["worst"] = [l["tensor"] for l in ranked[:WORST]]
     result["suggestions"] = _onnx_suggestions(layers, ranked, weight_rows)
     return _save(result, out_dir, int8_onnx_path, _onnx_markdown(result), echo)
@@ -516,9 +516,10 @@ def _key(sqnr):
     return math.inf if sqnr is None else sqnr
 
 
-def _rank(layers):
-    """Worst first: lowest SQNR, then highest rmse/scale."""
-    return sorted(layers, key=lambda l: (_key(l["sqnr_db"]), -l["rmse_per_scale"]))
+def worst_first(layers: list[dict], sqnr: str = "sqnr_db") -> list[dict]:
+    """Layers ranked worst first: lowest SQNR (None = lossless, last), then highest rmse/scale where reported.
+    The debug reports and the accuracy-aware export (export/fallback.py) rank layers with this one order."""
+    return sorted(layers, key=lambda l: (_key(l[sqnr]), -(l.get("rmse_per_scale") or 0.0)))
 
 
 def _db(v) -> str:

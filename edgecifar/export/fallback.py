@@ -23,7 +23,6 @@ MIN_CHECK_IMAGES images the search is skipped and the report says why.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,58 +52,54 @@ def miss(row: dict, target_pp: float | None = None, target_agreement: float | No
     return "; ".join(why) or None
 
 
-def ranked_layers(fmt: str, keras_path: Path, artifact: Path, calib, scratch: Path, echo) -> list[str]:
-    """Layer names to keep in float, most sensitive first, from the quantization debugger."""
+def ranked_layers(fmt: str, keras_path: Path, artifact: Path, calib, echo) -> list[str]:
+    """Layer names to keep in float, most sensitive first: the quantization debugger's own ranking."""
+    from ..files import scratch_dir
     from . import debug_quant
 
     quiet = lambda *_: None  # noqa: E731
+    debug = debug_quant.debug_tflite if fmt == "tflite_int8" else debug_quant.debug_onnx
+    with scratch_dir("fallback") as scratch:  # the debug reports are read here and not kept
+        _, report = debug(keras_path, artifact, calib, scratch, echo=quiet)
+        result = json.loads(report.read_text())
     if fmt == "tflite_int8":
-        debug_quant.debug_tflite(keras_path, artifact, calib, scratch, echo=quiet)
-    else:
-        debug_quant.debug_onnx(keras_path, artifact, calib, scratch, echo=quiet)
-    (report,) = scratch.glob(f"{artifact.stem}_*_quant_debug.json")
-    result = json.loads(report.read_text())
-    if fmt == "tflite_int8":
-        # The head is float already (not in the debug model); rank what was quantized, worst SQNR first.
+        # The head is float already (not in the debug model); rank what was quantized.
         layers = [l for l in result["layers"] if l["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN")]
-        layers.sort(key=lambda l: (_number(l.get("sqnr_db"), np.inf), -_number(l.get("rmse_per_scale"), 0.0)))
-        names = [l["tensor"] for l in layers]
+        names = [l["tensor"] for l in debug_quant.worst_first(layers)]
     else:
         layers = [l for l in result["layers"] if l.get("compute_node")]
-        layers.sort(key=lambda l: _number(l.get("local_sqnr_db"), np.inf))
-        names = [l["compute_node"] for l in layers]
-    seen, out = set(), []
-    for n in names:
-        if n and n not in seen:
-            seen.add(n)
-            out.append(n)
+        names = [l["compute_node"] for l in debug_quant.worst_first(layers, "local_sqnr_db")]
+    out = list(dict.fromkeys(n for n in names if n))  # one entry per layer, in rank order
     echo(f"    sensitivity ranking ({fmt}), worst first: {', '.join(out[:MAX_LAYERS])}")
     return out
 
 
-def _number(v, missing: float) -> float:
-    """A debug-report figure as a float: JSON turned NaN into None and infinities into strings."""
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return missing
-    return missing if np.isnan(x) else x
-
-
 def latency_ms(path: Path, runs: int = LATENCY_RUNS) -> float:
-    """Median batch-1 inference time in the device runtime at 1 thread (the Pi-like setting), ms."""
+    """Median batch-1 inference time in the device runtime at 1 thread (the Pi-like setting), ms:
+    the benchmark's own timing loop (10 warm-up calls, then `runs` timed ones)."""
+    from ..benchmark.timing import Plan, measure
     from ..device.runtime import Classifier
 
     clf = Classifier(path, threads=1)
     x = clf.quantize_input(np.zeros((1, *clf.input_size, 3), np.uint8))
-    for _ in range(10):
-        clf.infer(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        clf.infer(x)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    return measure(clf.infer, [x], Plan(warmup=10, min_runs=runs, min_seconds=0.0))["p50_ms"]
+
+
+def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank, echo) -> dict:
+    """The accuracy-aware step for one checked artifact: left as it is (not an int8 format, failed, or the
+    target met), skipped (too few check images to measure the target), or searched (`search`)."""
+    if fmt not in FORMATS or "accuracy" not in row:
+        return row
+    targets = {"target_pp": TARGET_PP, "target_agreement": TARGET_AGREEMENT}
+    if miss(row) is None:
+        row["accuracy_aware"] = {"met": True, "kept_float": [], **targets}
+        return row
+    if checked_images < MIN_CHECK_IMAGES:
+        row["accuracy_aware"] = {"met": False, "kept_float": [], **targets, "skipped": (
+            f"checked on {checked_images} images, where 1 image is {100 / checked_images:.2g} pp: a "
+            f"{TARGET_PP:g} pp target needs at least {MIN_CHECK_IMAGES}")}
+        return row
+    return search(fmt, path, row, produce, rank, echo)
 
 
 def summary(row: dict) -> dict:

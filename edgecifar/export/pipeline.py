@@ -192,26 +192,12 @@ def load_source(run_dir=None, runs_dir=None) -> Source:
 def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo) -> dict:
     """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float."""
     from . import fallback
-    from ..files import scratch_dir
 
-    if fmt not in fallback.FORMATS or "accuracy" not in row:
-        return row
-    if fallback.miss(row) is None:
-        row["accuracy_aware"] = {"met": True, "kept_float": [], "target_pp": fallback.TARGET_PP,
-                                 "target_agreement": fallback.TARGET_AGREEMENT}
-        return row
-    if len(ref.labels) < fallback.MIN_CHECK_IMAGES:
-        row["accuracy_aware"] = {"met": False, "kept_float": [], "target_pp": fallback.TARGET_PP,
-                                 "target_agreement": fallback.TARGET_AGREEMENT, "skipped": (
-            f"checked on {len(ref.labels)} images, where 1 image is {100 / len(ref.labels):.2g} pp: a "
-            f"{fallback.TARGET_PP:g} pp target needs at least {fallback.MIN_CHECK_IMAGES}")}
-        return row
-    with scratch_dir("fallback") as scratch:
-        return fallback.search(
-            fmt, path, row,
-            produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
-            rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, scratch, echo),
-            echo=echo)
+    return fallback.improve(
+        fmt, path, row, len(ref.labels),
+        produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
+        rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, echo),
+        echo=echo)
 
 
 def staged_path(path: Path) -> Path:
