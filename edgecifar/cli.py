@@ -224,6 +224,12 @@ def main(argv=None):
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        # An unknown option or a value outside its choices: one line naming it and where the choices are,
+        # like every other bad input (click's own three-line usage block is for a terminal, not a log).
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"edgecifar: error: {e.format_message()}{where}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(2)

@@ -107,7 +107,12 @@ def test_models_lists_the_variant():
     assert "variant  seed003_bn_cnn_camera: edgecifar train seed003_bn_cnn --augment camera" in text
 
 
-def test_bad_augment_is_one_line(tmp_path):
-    res = run_cli("train", "seed004_mobilenetv2_transfer", "--augment", "camera", "--runs-dir", tmp_path, cwd=tmp_path)
+@pytest.mark.parametrize("args,message", [
+    (["seed004_mobilenetv2_transfer", "--augment", "camera"], "does not apply to seed004_mobilenetv2_transfer"),
+    (["seed002_m1_cnn", "--augment", "foggy"], "'foggy' is not one of 'plain', 'camera'"),
+])
+def test_bad_augment_is_one_line(tmp_path, args, message):
+    res = run_cli("train", *args, "--runs-dir", tmp_path, cwd=tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert message in res.stderr
     assert not list(tmp_path.iterdir())
