@@ -5,7 +5,9 @@ parameter drawn uniformly from its range, in the order a camera applies them: le
 exposure (dim light, flat contrast), then sensor noise, then JPEG encoding. About 40 % of the
 images stay clean, so clean accuracy pays little.
 
-The knobs, (probability, parameter range) each, are the constants right below.
+The knobs, (probability, parameter range) each, are the constants right below. A recipe's
+`camera_rate` multiplies every probability (0.5: each degradation half as often, about 64 % of
+images clean), trading a little robustness for clean accuracy.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ JPEG = (0.15, (30, 90))  # JPEG quality, 4:2:0 (the suite's jpeg: 80 / 58 / 40)
 # so their accuracy measures how the robustness carries over. Reports split mCA on this.
 TRAINED_FAMILIES = ("gaussian_blur", "low_light", "contrast", "gaussian_noise", "jpeg")
 
-DESCRIPTION = (
-    f"camera augmentation (edgecifar/camera_augment.py): per image, Gaussian blur sigma {BLUR[1][0]}-{BLUR[1][1]} px "
-    f"(p {BLUR[0]}), low light x{LOW_LIGHT[1][0]}-{LOW_LIGHT[1][1]} (p {LOW_LIGHT[0]}), contrast x{CONTRAST[1][0]}-"
-    f"{CONTRAST[1][1]} (p {CONTRAST[0]}), Gaussian noise sigma {NOISE[1][0]:g}-{NOISE[1][1]:g} levels (p {NOISE[0]}), "
-    f"JPEG q{JPEG[1][0]}-{JPEG[1][1]} (p {JPEG[0]})"
-)
+
+
+def describe(rate: float = 1.0) -> str:
+    """The augmentation in one line, with its probabilities at this rate (the manifest records it)."""
+    def p(knob):
+        return f"p {knob[0] * rate:.3g}"
+
+    return (f"camera augmentation (edgecifar/camera_augment.py): per image, Gaussian blur sigma {BLUR[1][0]}-{BLUR[1][1]} px "
+            f"({p(BLUR)}), low light x{LOW_LIGHT[1][0]}-{LOW_LIGHT[1][1]} ({p(LOW_LIGHT)}), contrast x{CONTRAST[1][0]}-"
+            f"{CONTRAST[1][1]} ({p(CONTRAST)}), Gaussian noise sigma {NOISE[1][0]:g}-{NOISE[1][1]:g} levels ({p(NOISE)}), "
+            f"JPEG q{JPEG[1][0]}-{JPEG[1][1]} ({p(JPEG)})")
+
+
+DESCRIPTION = describe()
 
 # Why numpy/OpenCV and not Keras preprocessing layers: in Keras 3.15 RandomGaussianBlur draws one
 # sigma per batch, RandomBrightness adds (a dim camera multiplies), GaussianNoise has one fixed sigma,
@@ -39,19 +49,20 @@ DESCRIPTION = (
 # with the corruption suite (edgecifar/corruptions.py), so "blur" means the same in both.
 
 
-def clean_fraction() -> float:
+def clean_fraction(rate: float = 1.0) -> float:
     """The expected share of images that get no degradation at all."""
-    return float(np.prod([1 - p for p, _ in (BLUR, LOW_LIGHT, CONTRAST, NOISE, JPEG)]))
+    return float(np.prod([1 - p * rate for p, _ in (BLUR, LOW_LIGHT, CONTRAST, NOISE, JPEG)]))
 
 
-def camera_augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A batch of uint8 RGB NHWC images, each degraded at random as above; returns a new uint8 array."""
+def camera_augment(images: np.ndarray, rng: np.random.Generator, rate: float = 1.0) -> np.ndarray:
+    """A batch of uint8 RGB NHWC images, each degraded at random as above (every probability times
+    `rate`); returns a new uint8 array."""
     out = np.array(images, dtype=np.uint8, copy=True)
     n = len(out)
 
     def chosen(knob):
         p, (lo, hi) = knob
-        mask = rng.random(n) < p
+        mask = rng.random(n) < p * rate
         return np.flatnonzero(mask), rng.uniform(lo, hi, size=n)
 
     idx, sigma = chosen(BLUR)

@@ -122,11 +122,14 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Resume the most recent interrupted run of MODEL.")
 @click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
+@click.option("--precision", "precision_name", type=click.Choice(["auto", "float32", "mixed_bfloat16"]), default=None,
+              help="Training arithmetic (default: the recipe's). auto: mixed_bfloat16 where the CPU has AMX or AVX512-BF16, "
+                   "else float32. The saved model is float32 either way.")
 @click.option("--augment", type=click.Choice(["plain", "camera"]), default=None,
               help="camera: add random blur, low light, low contrast, sensor noise and JPEG to training images "
                    "(a camera-robust variant, run named <model>_camera); plain: without it. Default: the model's recipe.")
 def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, data_dir, runs_dir, run_dir, resume, backbone_weights,
-              distribute, augment):
+              distribute, precision_name, augment):
     """Train MODEL (default: the default model) with its documented recipe and write a run directory.
 
     \b
@@ -152,7 +155,7 @@ def train_cmd(model, epochs, batch_size, lr, seed, limit, test_limit, val_size, 
         run_dir = runs.latest_unfinished(label, runs_dir)
     done = train(model, data_dir=data_dir, runs_dir=runs_dir, run_dir=run_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                  seed=seed, limit=limit, test_limit=test_limit, val_size=val_size, backbone_weights=backbone_weights,
-                 distribute=distribute, echo=click.echo, augment=augment)
+                 distribute=distribute, echo=click.echo, augment=augment, precision_name=precision_name)
     click.echo(f"next: edgecifar evaluate {done}  |  edgecifar export {done} --int8")
 
 

@@ -73,16 +73,17 @@ class AugmentedBatches(keras.utils.PyDataset):
 
     Seed 003: shift up to 10 % with nearest fill (integer-pixel shifts stand in for
     ImageDataGenerator's interpolated ones); edge models: reflect-pad 4. `augmentation=None` skips
-    the shift and flip (a plain phase of a camera-augmented run). `camera`: each image then goes
-    through edgecifar.camera_augment. A Keras PyDataset keeps it backend-agnostic.
+    the shift and flip (a plain phase of a camera-augmented run). `camera`: the camera augmentation's
+    rate (edgecifar.camera_augment; 0: off, 1: its own probabilities). A Keras PyDataset keeps it
+    backend-agnostic.
     """
 
-    def __init__(self, x, y, batch_size, seed, augmentation="shift10_edge", camera=False):
+    def __init__(self, x, y, batch_size, seed, augmentation="shift10_edge", camera=0.0):
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng = np.random.default_rng(seed)
         self.pad, self.mode = AUGMENTATIONS[augmentation] if augmentation else (0, None)
-        self.geometric, self.camera = augmentation is not None, camera
+        self.geometric, self.camera = augmentation is not None, float(camera)
         self.order = self.rng.permutation(len(x))
 
     def __len__(self):
@@ -102,7 +103,7 @@ class AugmentedBatches(keras.utils.PyDataset):
             flip = self.rng.random(len(idx)) < 0.5
             out[flip] = out[flip, :, ::-1]
         if self.camera:
-            out = camera_augment(out, self.rng)
+            out = camera_augment(out, self.rng, self.camera)
         return out.astype("float32"), self.y[idx]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from . import data as cifar
-from . import camera_augment, defaults, runs, zoo
+from . import camera_augment, defaults, precision, runs, zoo
 from .distribute import distribute_scope
 from .errors import UserError
 from .files import write_json
@@ -86,6 +86,7 @@ def train(
     recipe: zoo.Recipe | None = None,
     label: str | None = None,
     augment: str | None = None,
+    precision_name: str | None = None,
 ) -> Path:
     """Train `model_name` with its recipe (overridable) and return the run directory.
 
@@ -101,23 +102,28 @@ def train(
     # 0. Every option checked before anything slow happens or any run directory exists.
     plan = plan_run(model_name, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit, test_limit=test_limit,
                     val_size=val_size, backbone_weights=backbone_weights, model_kwargs=model_kwargs, recipe=recipe,
-                    label=label, augment=augment)
+                    label=label, augment=augment, precision_name=precision_name)
+    policy = precision.resolve(plan.recipe.precision)
 
     # 1. Data: the training split, minus a stratified validation slice; test is for the end only.
     ds, train_split, val_split, test = load_splits(plan, data_dir, echo)
 
     # 2. Run directory and model, resuming an interrupted run when its checkpoint is there.
+    # Under mixed_bfloat16 (recipe precision "auto" on an AMX CPU) the layers compute in bf16.
     run_dir = runs.use_run_dir(run_dir) if run_dir else runs.new_run_dir(plan.label, runs_dir)
-    model, done_epochs = open_model(plan, run_dir, len(train_split), distribute, echo)
-    echo(f"model: {plan.label} ({model.count_params():,} params) — {zoo.model_info(model_name).source}"
-         + (f" with {plan.model_kwargs}" if plan.model_kwargs else ""))
-    echo(f"recipe: {plan.recipe.describe()}")
-    echo(f"run: {run_dir}")
+    with precision.dtype_policy(policy):
+        model, done_epochs = open_model(plan, run_dir, len(train_split), distribute, echo)
+        echo(f"model: {plan.label} ({model.count_params():,} params) — {zoo.model_info(model_name).source}"
+             + (f" with {plan.model_kwargs}" if plan.model_kwargs else ""))
+        echo(f"recipe: {plan.recipe.describe()}" + (f" (this CPU: {policy})" if plan.recipe.precision == "auto" else ""))
+        echo(f"run: {run_dir}")
 
-    # 3. Fit, phase by phase (seed 003: plain, then augmented).
-    t_start = time.perf_counter()
-    model, phase_results = fit(plan, model, done_epochs, train_split, val_split, test, run_dir, echo, progress_bar)
-    train_seconds = time.perf_counter() - t_start
+        # 3. Fit, phase by phase (seed 003: plain, then augmented).
+        t_start = time.perf_counter()
+        model, phase_results = fit(plan, model, done_epochs, train_split, val_split, test, run_dir, echo, progress_bar)
+        train_seconds = time.perf_counter() - t_start
+    # What a run saves computes in float32, whatever it trained in: same weights, float32 layers.
+    model = precision.to_float32(model, lambda: zoo.create_model(plan.model_name, **plan.model_kwargs))
 
     # 4. Evaluate on the test set (once, or after each phase of a multi-phase recipe), then write the run artifacts.
     test_acc = split_accuracy(model, test)
@@ -127,7 +133,7 @@ def train(
     runs.save_model(model, run_dir / "model.keras")
     history = runs.read_history(run_dir / "history.csv")
     runs.write_manifest(run_dir, manifest(plan, model, ds, train_split, val_split, test, test_acc, phase_results, history,
-                                          train_seconds, distribute))
+                                          train_seconds, distribute, policy))
     from .plots import plot_curves
 
     plot_curves(history, run_dir / "curves.png", title=f"{plan.label} — test {100 * test_acc:.2f}%")
@@ -137,7 +143,7 @@ def train(
 
 
 def plan_run(model_name, *, epochs=None, batch_size=None, lr=None, seed=0, limit=None, test_limit=None, val_size=None,
-             backbone_weights=None, model_kwargs=None, recipe=None, label=None, augment=None) -> Plan:
+             backbone_weights=None, model_kwargs=None, recipe=None, label=None, augment=None, precision_name=None) -> Plan:
     """The recipe this run will follow, with every override applied and checked (UserError: one line)."""
     info = zoo.model_info(model_name)
     recipe, label = with_augment(model_name, recipe or info.recipe, augment, label)
@@ -163,8 +169,14 @@ def plan_run(model_name, *, epochs=None, batch_size=None, lr=None, seed=0, limit
         raise UserError(f"--val-size must be 0 or more, got {val_size}")
     if test_limit is not None and not 10 <= test_limit <= 10000:
         raise UserError(f"--test-limit must be between 10 and 10000, got {test_limit}")
+    if precision_name is not None:
+        precision.resolve(precision_name)  # one line naming the choices when it is not one
+        recipe = dataclasses.replace(recipe, precision=precision_name)
     weights = None
     if recipe.kind == "features":
+        if recipe.precision != "float32":
+            raise UserError(f"--precision {recipe.precision} does not apply to {model_name}: it fits a head on cached "
+                            "float32 features; leave --precision out")
         from .transfer import backbone_weights_arg
 
         weights = backbone_weights_arg(model_name, backbone_weights)  # checked before any run directory exists
@@ -229,7 +241,8 @@ def fit(plan: Plan, model, done_epochs, train_split, val_split, test, run_dir: P
                           callbacks=callbacks, verbose=int(progress_bar))
             if phase.augment or recipe.camera:
                 batches = AugmentedBatches(train_split.images, train_split.labels, batch_size, plan.seed + number,
-                                           recipe.augmentation if phase.augment else None, camera=recipe.camera)
+                                           recipe.augmentation if phase.augment else None,
+                                           camera=recipe.camera_rate if recipe.camera else 0.0)
                 model.fit(batches, **epochs)
             else:
                 model.fit(train_split.images.astype("float32"), train_split.labels, batch_size=batch_size, shuffle=True,
@@ -245,7 +258,7 @@ def fit(plan: Plan, model, done_epochs, train_split, val_split, test, run_dir: P
 
 
 def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phase_results, history, train_seconds,
-             distribute) -> dict:
+             distribute, policy="float32") -> dict:
     """manifest.json: the contract export and benchmark read (model, recipe as run, data, metrics, provenance)."""
     info = zoo.model_info(plan.model_name)
     recipe = plan.recipe
@@ -254,7 +267,9 @@ def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phas
         "zoo_model": plan.model_name,
         "model_kwargs": plan.model_kwargs or None,
         "augment": "camera" if recipe.camera else "plain",
-        "camera_augmentation": camera_augment.DESCRIPTION if recipe.camera else None,
+        "camera_augmentation": camera_augment.describe(recipe.camera_rate) if recipe.camera else None,
+        # The Keras dtype policy training ran under (recipe precision "auto" resolves per CPU); model.keras is float32.
+        "training_precision": policy,
         "params": int(model.count_params()),
         "source": info.source,
         # What ran: the recipe with this run's batch size and phases (--epochs), described as such.

@@ -116,3 +116,15 @@ def test_bad_augment_is_one_line(tmp_path, args, message):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert message in res.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_rate_scales_every_probability(images):
+    """camera_rate 0.5 (resnet8_edge's recipe): each degradation half as often, so more images stay clean."""
+    assert camera_augment.clean_fraction(0.0) == 1.0
+    half = camera_augment.clean_fraction(0.5)
+    assert camera_augment.clean_fraction() < half < 1.0
+    out = camera_augment.camera_augment(images, np.random.default_rng(0), rate=0.5)
+    unchanged = np.mean([np.array_equal(x, y) for x, y in zip(images, out)])
+    assert abs(unchanged - half) < 0.04, (unchanged, half)
+    assert np.array_equal(camera_augment.camera_augment(images[:50], np.random.default_rng(0), rate=0.0), images[:50])
+    assert "p 0.1)" in camera_augment.describe(0.5) and camera_augment.describe() == camera_augment.DESCRIPTION
