@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import keras
 
 from . import data as cifar
-from . import camera_augment, defaults, precision, runs, zoo
+from . import camera_augment, defaults, machine, precision, runs, zoo
 from .distribute import distribute_scope
 from .errors import UserError
 from .files import write_json
@@ -289,6 +290,9 @@ def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phas
             "train_seconds_this_session": round(train_seconds, 1),
             "train_seconds_total": round(sum(float(r.get("seconds") or 0) for r in history), 1),
         },
+        # Where it ran: a run reproduces bit for bit only on the same CPU kind and oneDNN setting (README: Reproducibility).
+        "machine": {"cpu": machine.cpu_model(), "cores": machine.usable_cores(),
+                    "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")},
         "backend": keras.backend.backend(),
         "distribute": bool(distribute),
         "versions": runs.library_versions(),

@@ -48,6 +48,7 @@ def test_a_bf16_run_saves_float32_and_says_how_it_trained(data_dir, tmp_path):
     (run,) = list(tmp_path.iterdir())
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["training_precision"] == "mixed_bfloat16" and manifest["recipe"]["precision"] == "mixed_bfloat16"
+    assert manifest["machine"]["cpu"] and manifest["machine"]["cores"] >= 1, "where it trained: reproducibility is per CPU kind"
     model = keras.models.load_model(run / "model.keras", compile=False)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}, "export and the device only see float32"
 

@@ -159,21 +159,7 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
     idx = np.arange(len(test)) if samples is None or samples >= len(test) else cifar.stratified_indices(test.labels, samples, seed=0)
     labels = test.labels[idx]
     base = baseline_rss()
-
-    plan = []  # (model, run_dir, format, path or None, reason)
-    models = {}
-    for run_dir in run_dirs:
-        name = model_name(run_dir)
-        if name in models:
-            raise UserError(f"two runs of {name} given ({models[name]['run']} and {run_dir}); benchmark one run per model")
-        manifest = runs.read_manifest(run_dir)
-        models[name] = {"run": str(run_dir), "manifest_test_accuracy": manifest.get("metrics", {}).get("test_accuracy")}
-        failed = export_failures(run_dir)
-        for fmt in formats:
-            path = artifact_path(run_dir, name, fmt)
-            reason = None if path.is_file() else (f"export failed: {failed[fmt]}" if fmt in failed else f"not exported ({path.name} absent)")
-            plan.append((name, run_dir, fmt, path if reason is None else None, reason))
-
+    plan, models = plan_cells(run_dirs, formats)
     kinds = [("keras" if fmt == "keras" else "artifact") for _, _, fmt, path, _ in plan if path is not None for _ in threads]
     cells = len(kinds)
     progress = Progress(kinds, echo)
@@ -189,33 +175,9 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
             if path is None:
                 rows.append({**_row(name, run_dir, fmt, None, "missing", reason), "sha256": None})
                 continue
-            cell_results, preds, error = {}, None, None
-            # Exporters may rewrite artifacts at any time; a row must describe one file, not two.
-            sha = sha256_file(path)
-            for t in threads:
-                progress.begin(f"{name} {fmt} threads={t}")
-                spec = {"model": name, "format": fmt, "path": str(path), "threads": t, "batch": settings["batch"],
-                        "warmup": settings["warmup"], "min_runs": settings["min_runs"], "min_seconds": settings["min_seconds"],
-                        "timing_images": str(work / "timing.npy"),
-                        "eval_images": str(work / "eval.npy") if t == threads[-1] else None}
-                result, cell_preds, cell_error = run_cell(spec, work)
-                if result is None:
-                    progress.end(f"FAILED: {cell_error}")
-                    error = error or cell_error
-                    continue
-                cell_results[t] = result
-                if cell_preds is not None:
-                    preds = cell_preds
-                head = next(iter(result["variants"].values()))
-                acc = f", top-1 {100 * (preds == labels).mean():.2f}%" if cell_preds is not None else ""
-                progress.end(f"p50 {head['latency']['p50_ms']:.3f} ms{acc}")
-            if sha256_file(path) != sha:
-                error, preds = f"{path.name} changed while it was measured (re-exported?); run the benchmark again", None
-                echo(f"  {error}")
-            keys = ["keras", "keras_predict"] if fmt == "keras" else [fmt]
-            for key in keys:
-                row = _row(name, run_dir, key, path, "error" if error else "ok", error, cell_results, base["rss_kb"], preds)
-                rows.append({**row, "sha256": sha})
+            cell_rows, preds = measure_artifact(name, run_dir, fmt, path, threads, settings, work, progress, labels,
+                                                base["rss_kb"], echo)
+            rows += cell_rows
             if preds is not None:
                 preds_by_model.setdefault(name, {})[fmt] = preds
 
@@ -236,6 +198,54 @@ def benchmark(run_dirs: list[Path], formats: list[str], threads: list[int], sett
         "models": models,
         "rows": rows,
     }
+
+
+def plan_cells(run_dirs: list[Path], formats: list[str]):
+    """([(model, run_dir, format, artifact path or None, why it is missing)], {model: its run and recorded accuracy})."""
+    plan, models = [], {}
+    for run_dir in run_dirs:
+        name = model_name(run_dir)
+        if name in models:
+            raise UserError(f"two runs of {name} given ({models[name]['run']} and {run_dir}); benchmark one run per model")
+        manifest = runs.read_manifest(run_dir)
+        models[name] = {"run": str(run_dir), "manifest_test_accuracy": manifest.get("metrics", {}).get("test_accuracy")}
+        failed = export_failures(run_dir)
+        for fmt in formats:
+            path = artifact_path(run_dir, name, fmt)
+            reason = None if path.is_file() else (f"export failed: {failed[fmt]}" if fmt in failed else f"not exported ({path.name} absent)")
+            plan.append((name, run_dir, fmt, path if reason is None else None, reason))
+    return plan, models
+
+
+def measure_artifact(name, run_dir, fmt, path, threads, settings, work: Path, progress, labels, base_kb, echo):
+    """One artifact at every thread setting, each cell in its own process; returns (its rows, its predictions or None)."""
+    cell_results, preds, error = {}, None, None
+    # Exporters may rewrite artifacts at any time; a row must describe one file, not two.
+    sha = sha256_file(path)
+    for t in threads:
+        progress.begin(f"{name} {fmt} threads={t}")
+        spec = {"model": name, "format": fmt, "path": str(path), "threads": t, "batch": settings["batch"],
+                "warmup": settings["warmup"], "min_runs": settings["min_runs"], "min_seconds": settings["min_seconds"],
+                "timing_images": str(work / "timing.npy"),
+                "eval_images": str(work / "eval.npy") if t == threads[-1] else None}
+        result, cell_preds, cell_error = run_cell(spec, work)
+        if result is None:
+            progress.end(f"FAILED: {cell_error}")
+            error = error or cell_error
+            continue
+        cell_results[t] = result
+        if cell_preds is not None:
+            preds = cell_preds
+        head = next(iter(result["variants"].values()))
+        acc = f", top-1 {100 * (preds == labels).mean():.2f}%" if cell_preds is not None else ""
+        progress.end(f"p50 {head['latency']['p50_ms']:.3f} ms{acc}")
+    if sha256_file(path) != sha:
+        error, preds = f"{path.name} changed while it was measured (re-exported?); run the benchmark again", None
+        echo(f"  {error}")
+    keys = ["keras", "keras_predict"] if fmt == "keras" else [fmt]
+    rows = [{**_row(name, run_dir, key, path, "error" if error else "ok", error, cell_results, base_kb, preds), "sha256": sha}
+            for key in keys]
+    return rows, preds
 
 
 def _row(model, run_dir, key, path, status, error, cells=None, base_kb=0, preds=None) -> dict:

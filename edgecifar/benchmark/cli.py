@@ -56,49 +56,17 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
       edgecifar benchmark RUN --samples 2000 --floor 60     # quick CI gate: exit 1 below 60 % top-1
       edgecifar benchmark RUN --json | jq '.rows[] | {format, top1: .accuracy.top1}'
     """
-    from .. import quiet, runs
+    from .. import quiet
 
     quiet.import_tensorflow()
     from . import cells, report
 
-    if samples is not None and samples < 10:
-        raise UserError(f"--samples must be at least 10 (one image per class), got {samples}")
-    if floor is not None and not (floor == 0 or 1 < floor <= 100):
-        # 0 < floor <= 1 is refused: it is almost surely a fraction from before --floor took percent.
-        hint = f"; a fraction? --floor takes percent: --floor {100 * floor:g}" if 0 < floor <= 1 else ""
-        raise UserError(f"--floor is a top-1 accuracy in percent, 0 or above 1 and at most 100 (e.g. 60), got {floor:g}{hint}")
+    fmt_list, thread_list = check_options(samples, floor, warmup, min_runs, min_seconds, batch, formats, threads)
     echo = progress_echo(as_json)
-    for name, value, low in (("--warmup", warmup, 0), ("--min-runs", min_runs, 1), ("--batch", batch, 1)):
-        if value < low:
-            raise UserError(f"{name} must be at least {low}, got {value}")
-    if min_seconds < 0:
-        raise UserError(f"--min-seconds must be 0 or more, got {min_seconds}")
-    fmt_list = cells.FORMATS if not formats else [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in fmt_list if f not in cells.FORMATS]
-    if unknown or not fmt_list:
-        raise UserError(f"--formats: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(cells.FORMATS)}")
-    fmt_list = [f for f in cells.FORMATS if f in fmt_list]  # canonical order
-    thread_list = cells.parse_threads(threads)
     old = report.load(compare_path) if compare_path else None
-
+    run_dirs = exported_runs(runs_, fmt_list, do_export, echo)
     if not runs_:
-        runs_ = (str(runs.latest_run()),)  # like `edgecifar export`: right after train + export, no argument needed
-        echo(f"no RUN given: benchmarking the latest run {runs_[0]}")
-    run_dirs = []
-    for r in runs_:
-        path = runs.resolve_run(r)
-        if path.is_file():
-            raise UserError(f"{r} is a file; pass the run directory (the folder holding model.keras and export/)")
-        run_dirs.append(path)
-    unexported = cells.check_exported(run_dirs, fmt_list)
-    if unexported and not do_export:
-        first = unexported[0]
-        raise UserError(f"{first} has no export/ folder; run `edgecifar export {first}` first, or add --export to do it now")
-    for run_dir in unexported:
-        from ..export import export_run
-
-        echo(f"exporting {run_dir} (no export/ yet) ...")
-        export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=echo)
+        runs_ = tuple(map(str, run_dirs))
     if not formats:
         # By default: Keras, the exporter's default formats, and any optional one (tflite_int8_full) that was exported.
         from ..export import DEFAULT_FORMATS
@@ -123,14 +91,69 @@ def benchmark_cmd(runs_, out, samples, formats, threads, warmup, min_runs, min_s
     if as_json:
         click.echo(Path(out, "results.json").read_text().rstrip())
     if floor is not None:
-        bad = report.below_floor(results, floor / 100)
-        if bad:
-            click.echo(f"edgecifar: accuracy floor {floor:g} % not met by {len(bad)} format(s):", err=True)
-            for line in bad:
-                click.echo(f"  {line}", err=True)
-            # SystemExit, not click's Exit: with standalone_mode=False click returns Exit's code instead of exiting.
-            sys.exit(1)
-        echo(f"accuracy floor {floor:g} %: all {len(results['rows'])} formats pass")
+        gate_floor(results, floor, echo)
+
+
+def check_options(samples, floor, warmup, min_runs, min_seconds, batch, formats, threads):
+    """(formats in canonical order, thread settings); every bad value is a one-line UserError before anything runs."""
+    from . import cells
+
+    if samples is not None and samples < 10:
+        raise UserError(f"--samples must be at least 10 (one image per class), got {samples}")
+    if floor is not None and not (floor == 0 or 1 < floor <= 100):
+        # 0 < floor <= 1 is refused: it is almost surely a fraction from before --floor took percent.
+        hint = f"; a fraction? --floor takes percent: --floor {100 * floor:g}" if 0 < floor <= 1 else ""
+        raise UserError(f"--floor is a top-1 accuracy in percent, 0 or above 1 and at most 100 (e.g. 60), got {floor:g}{hint}")
+    for name, value, low in (("--warmup", warmup, 0), ("--min-runs", min_runs, 1), ("--batch", batch, 1)):
+        if value < low:
+            raise UserError(f"{name} must be at least {low}, got {value}")
+    if min_seconds < 0:
+        raise UserError(f"--min-seconds must be 0 or more, got {min_seconds}")
+    fmt_list = cells.FORMATS if not formats else [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in fmt_list if f not in cells.FORMATS]
+    if unknown or not fmt_list:
+        raise UserError(f"--formats: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(cells.FORMATS)}")
+    return [f for f in cells.FORMATS if f in fmt_list], cells.parse_threads(threads)
+
+
+def exported_runs(runs_, fmt_list, do_export, echo) -> list[Path]:
+    """The run directories to measure (default: the latest run), each exported (--export does it now)."""
+    from .. import runs
+    from . import cells
+
+    if not runs_:
+        runs_ = (str(runs.latest_run()),)  # like `edgecifar export`: right after train + export, no argument needed
+        echo(f"no RUN given: benchmarking the latest run {runs_[0]}")
+    run_dirs = []
+    for r in runs_:
+        path = runs.resolve_run(r)
+        if path.is_file():
+            raise UserError(f"{r} is a file; pass the run directory (the folder holding model.keras and export/)")
+        run_dirs.append(path)
+    unexported = cells.check_exported(run_dirs, fmt_list)
+    if unexported and not do_export:
+        first = unexported[0]
+        raise UserError(f"{first} has no export/ folder; run `edgecifar export {first}` first, or add --export to do it now")
+    for run_dir in unexported:
+        from ..export import export_run
+
+        echo(f"exporting {run_dir} (no export/ yet) ...")
+        export_run(run_dir, formats=[f for f in fmt_list if f != "keras"], echo=echo)
+    return run_dirs
+
+
+def gate_floor(results, floor, echo) -> None:
+    """--floor: exit 1 naming every format below `floor` percent top-1."""
+    from . import report
+
+    bad = report.below_floor(results, floor / 100)
+    if bad:
+        click.echo(f"edgecifar: accuracy floor {floor:g} % not met by {len(bad)} format(s):", err=True)
+        for line in bad:
+            click.echo(f"  {line}", err=True)
+        # SystemExit, not click's Exit: with standalone_mode=False click returns Exit's code instead of exiting.
+        sys.exit(1)
+    echo(f"accuracy floor {floor:g} %: all {len(results['rows'])} formats pass")
 
 
 def _command(runs_, out, samples, formats, threads, warmup, min_runs, min_seconds, batch, data_dir, note, corruptions=False) -> str:

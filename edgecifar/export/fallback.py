@@ -146,29 +146,8 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
         block["first_latency_ms"] = latency_ms(path)
         ranking = rank()
         block["ranking"] = ranking[:max_layers]
-        for k in range(1, min(max_layers, len(ranking)) + 1):
-            keep = ranking[:k]
-            row = produce(keep)
-            entry = {"kept_float": keep, **summary(row)}
-            block["tries"].append(entry)
-            if "accuracy" not in row:
-                continue  # this try failed; `path` still holds the previous artifact
-            at_path = row
-            entry["latency_ms"] = latency_ms(path)
-            echo(f"    {k} float layer(s): Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} %")
-            limit = (first.get("size_bytes") or 0) * (1 + MAX_SIZE_GROWTH)
-            if row.get("size_bytes") and first.get("size_bytes") and row["size_bytes"] > limit:
-                # A float copy of a big layer (seed002's 512-unit Dense) would make "int8" a float model in size:
-                # such a try is reported, never chosen.
-                entry["over_size_limit"] = True
-                echo(f"    {k} float layer(s): {row['size_bytes'] / 1024:.0f} KiB, over the size limit "
-                     f"(+{100 * MAX_SIZE_GROWTH:.0f} % of {first['size_bytes'] / 1024:.0f} KiB): not taken")
-                continue
-            if _score(row) > _score(block.get("best_try") or first):
-                block["best_try"] = entry
-            if miss(row, target_pp, target_agreement) is None:
-                best, best_keep = row, keep  # the first try that meets the target: fewest layers in float
-                break
+        best, best_keep, at_path = _try_layers(block, ranking[:max_layers], produce, path, first, target_pp,
+                                               target_agreement, echo)
         if at_path is not best:
             # No try met the target: the all-int8 artifact goes back. Float layers that do not reach the target
             # would cost size and time for a partial gain; the report lists every try (and the best) instead.
@@ -191,6 +170,35 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
          + (f" ({', '.join(best_keep)})" if best_keep else ""))
     best["accuracy_aware"] = block
     return best
+
+
+def _try_layers(block: dict, ranking: list, produce, path: Path, first: dict, target_pp, target_agreement, echo):
+    """Float layers 1..len(ranking), most sensitive first, until a try meets the target; every try goes in
+    block["tries"]. Returns (best row, its float layers, the row of the artifact now at `path`)."""
+    best, best_keep, at_path = first, [], first
+    for k in range(1, len(ranking) + 1):
+        keep = ranking[:k]
+        row = produce(keep)
+        entry = {"kept_float": keep, **summary(row)}
+        block["tries"].append(entry)
+        if "accuracy" not in row:
+            continue  # this try failed; `path` still holds the previous artifact
+        at_path = row
+        entry["latency_ms"] = latency_ms(path)
+        echo(f"    {k} float layer(s): Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} %")
+        limit = (first.get("size_bytes") or 0) * (1 + MAX_SIZE_GROWTH)
+        if row.get("size_bytes") and first.get("size_bytes") and row["size_bytes"] > limit:
+            # A float copy of a big layer (seed002's 512-unit Dense) would make "int8" a float model in size:
+            # such a try is reported, never chosen.
+            entry["over_size_limit"] = True
+            echo(f"    {k} float layer(s): {row['size_bytes'] / 1024:.0f} KiB, over the size limit "
+                 f"(+{100 * MAX_SIZE_GROWTH:.0f} % of {first['size_bytes'] / 1024:.0f} KiB): not taken")
+            continue
+        if _score(row) > _score(block.get("best_try") or first):
+            block["best_try"] = entry
+        if miss(row, target_pp, target_agreement) is None:
+            return row, keep, at_path  # the first try that meets the target: fewest layers in float
+    return best, best_keep, at_path
 
 
 def _score(row: dict) -> tuple:
