@@ -88,3 +88,35 @@ def test_known_differences_are_reported_not_failed(tmp_path, ref_caveat, test_ca
         assert lines[-1] == "arm64: PASS (5 comparisons, 1 KNOWN difference(s) the runner warns about)"
     else:
         assert f"  FAIL {key}: " in res.stdout and lines[-1].startswith("arm64: FAIL")
+
+
+def _run_json(folder: Path, name: str, confidences) -> None:
+    lines = [{"frame": i, "file": f"{i}.png", "top": [{"index": 3, "confidence": c}, {"index": 1, "confidence": 0.1}]}
+             for i, c in enumerate(confidences)]
+    (folder / f"{name}.run.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("artifact, passes", [("m_dynamic.tflite", True), ("m_float32.onnx", False)])
+def test_run_json_follows_the_raw_rule_of_its_artifact(tmp_path, artifact, passes):
+    """Issue 15: a fresh seed002_m1 export printed FAIL on Pi 5 for `confidence 0.723 vs 0.7236` of its
+    dynamic-range model, which the raw rule accepts (top-1 decides). Same numbers, same verdict now;
+    an ONNX model (exact kernels) still fails on that difference."""
+    ref, test = _dump(tmp_path / "ref"), _dump(tmp_path / "test")
+    _run_json(ref, artifact, [0.9, 0.723])
+    _run_json(test, artifact, [0.9, 0.7236])
+    res = subprocess.run([sys.executable, str(COMPARE), str(ref), str(test)], capture_output=True, text=True)
+    assert (res.returncode == 0) == passes, res.stdout
+    line = next(x for x in res.stdout.splitlines() if "edgecifar run --json" in x)
+    if passes:
+        assert "top-1 identical" in line and "max |diff| 0.0006" in line
+    else:
+        assert "confidence 0.723 vs 0.7236" in line
+
+
+def test_run_json_dynamic_still_fails_on_a_changed_top1(tmp_path):
+    ref, test = _dump(tmp_path / "ref"), _dump(tmp_path / "test")
+    _run_json(ref, "m_dynamic.tflite", [0.9, 0.7])
+    lines = [{"frame": i, "file": f"{i}.png", "top": [{"index": 3 if i == 0 else 1, "confidence": 0.5}]} for i in range(2)]
+    (test / "m_dynamic.tflite.run.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    res = subprocess.run([sys.executable, str(COMPARE), str(ref), str(test)], capture_output=True, text=True)
+    assert res.returncode == 1 and "FAIL edgecifar run --json m_dynamic.tflite: frame 1 (1.png): top-1" in res.stdout
