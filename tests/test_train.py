@@ -182,6 +182,17 @@ def test_resume_from_a_damaged_checkpoint_is_one_line(tiny_run, tmp_path, damage
     assert damage in err[0] and "delete" in err[0]
 
 
+def test_disk_full_while_training_is_one_line_and_leaves_no_partial_file(data_dir, small_tmpfs):
+    """Issue 14: a full disk at the first checkpoint (seed002_m1 is ~2 MiB with its optimizer; the disk 256 KiB)
+    was a traceback and exit 1. Now: exit 2, one line naming the fix, no half-written checkpoint or temp file."""
+    res = run_cli("train", "seed002_m1_cnn", "--epochs", "1", "--limit", "256", "--samples", "100", "--runs-dir", small_tmpfs)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "No space left on device" in err[0] and "free some disk space" in err[0]
+    files = [p for p in small_tmpfs.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.startswith(".") or p.suffix in (".tmp", ".keras")], files
+
+
 def test_reporting_commands_print_json_on_stdout(tiny_run, tmp_path):
     """--json: the report itself on stdout (parseable), progress on stderr, for evaluate and export."""
     ev = run_cli("evaluate", tiny_run, "--json")
