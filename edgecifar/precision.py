@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from . import machine
+from .errors import UserError
 
 CHOICES = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo names of a native bf16 multiply
@@ -21,8 +22,6 @@ BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo names of a native 
 def resolve(precision: str) -> str:
     """The Keras dtype policy a recipe's precision means on this machine."""
     if precision not in CHOICES:
-        from .errors import UserError
-
         raise UserError(f"precision {precision!r} is not one of {', '.join(CHOICES)}")
     if precision == "auto":
         return "mixed_bfloat16" if BF16_CPU_FLAGS & machine.cpu_flags() else "float32"
