@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/seed_spread.md"))
+    ap.add_argument("--note", help="A sentence under the table (e.g. what else shared the machine).")
     args = ap.parse_args()
     manifests = [(run, json.loads((run / "manifest.json").read_text())) for run in args.runs]
     first = manifests[0][1]
@@ -35,7 +37,8 @@ def main() -> None:
         raise SystemExit(f"two runs share a seed ({seeds}); the spread needs one run per seed")
     acc = [100 * m["metrics"]["test_accuracy"] for _, m in manifests]
     lines = [f"# {first['model']}: test top-1 over {len(acc)} seeds", "",
-             f"Regenerate: `python benchmarks/seed_spread.py {' '.join(str(r) for r in args.runs)} --out {args.out}`", "",
+             f"Regenerate: `python benchmarks/seed_spread.py {' '.join(str(r) for r in args.runs)} --out {args.out}"
+             + (f" --note {shlex.quote(args.note)}" if args.note else "") + "`", "",
              f"Each run: `edgecifar train {first['model']} --seed S` ({first['recipe']['description']}), "
              f"{first['metrics']['test_images']:,} test images.", "",
              "| run | seed | test top-1 | training time | CPU | TF_ENABLE_ONEDNN_OPTS |", "|---|---:|---:|---:|---|---|"]
@@ -45,7 +48,7 @@ def main() -> None:
                      f"{mach.get('cpu', 'not recorded')} | {mach.get('TF_ENABLE_ONEDNN_OPTS') or 'unset (CPU default)'} |")
     spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
     lines += ["", f"**Mean ± sample standard deviation: {statistics.mean(acc):.2f} ± {spread:.2f} %** "
-              f"(min {min(acc):.2f}, max {max(acc):.2f}).", ""]
+              f"(min {min(acc):.2f}, max {max(acc):.2f})."] + (["", args.note] if args.note else []) + [""]
     write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
 
