@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from edgecifar import data
+from edgecifar.machine import load_note
 from edgecifar.evaluate import corruption_accuracy, corruption_subset, predictor, relative, write_corruption_reports
 
 BUDGET_S = 300  # issue 16: the whole suite on one model in at most 5 minutes on this machine
@@ -30,8 +31,7 @@ BUDGET_S = 300  # issue 16: the whole suite on one model in at most 5 minutes on
 
 def machine_line(load_start: float, load_end: float) -> str:
     return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load_start:.1f} at start, "
-            f"{load_end:.1f} at end (other jobs shared the CPU: the times are upper bounds for an idle machine).")
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_note(load_start, load_end)}.")
 
 
 def timing_notes(result: dict, wall_s: float) -> list[str]:

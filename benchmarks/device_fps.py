@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from edgecifar.files import write_text
+from edgecifar.machine import load_note
 
 STAGES = ("capture", "preprocess", "inference", "postprocess")
 
@@ -84,8 +85,8 @@ def main(argv=None) -> int:
         "# `edgecifar run` on a 640x480 video: end-to-end FPS and per-stage latency", "",
         f"Regenerate: `{command}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load0:.1f} at start, {load1:.1f} at end "
-        "(other jobs shared the CPU: treat absolute numbers as rough, a Raspberry Pi is several times slower).", "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_note(load0, load1)}; a Raspberry Pi is several "
+        "times slower.", "",
         f"Video: {args.frames} CIFAR-10 test images upscaled into 640x480 mp4v frames. Each row is the median of "
         f"{args.repeats} runs by FPS (all runs listed); stage times are median / p90 ms per frame.", "",
         "| model | threads | end-to-end FPS | runs (FPS) | capture | preprocess | inference | postprocess |",

@@ -46,3 +46,15 @@ def memory_gb() -> float | None:
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_note(start: float, end: float, cores: int | None = None) -> str:
+    """'load average S at start, E at end', and whether that means other jobs shared the CPU.
+
+    A measurement keeps about one core busy itself, so only a load above three quarters of the cores says
+    that something else ran; reports must not claim it (or hide it) unconditionally."""
+    cores = cores or usable_cores()
+    shared = max(start, end) > 0.75 * cores
+    return (f"load average {start:.2f} at start, {end:.2f} at end ("
+            + ("other jobs shared the CPU: absolute times are upper bounds for an idle machine)" if shared
+               else f"below {0.75 * cores:.1f} on {cores} cores: no other job was busy)"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import human_size, write_json, write_text
+from ..machine import load_note
 from . import metrics
 
 FILES = ("report.md", "results.csv", "results.json", "pareto.png", "size.png")
@@ -134,7 +135,7 @@ def to_markdown(results: dict) -> str:
         "",
         *([f"**Note:** {results['user_note']}", ""] if results.get("user_note") else []),
         f"> **Absolute times are for this machine only** ({m['cpu']}, {m['cores']} cores, measured {results['created']}, "
-        f"load average {la['start'][0]:.2f} at start / {la['end'][0]:.2f} at end — other jobs shared the CPU). "
+        f"{load_note(la['start'][0], la['end'][0], m['cores'])}). "
         "Ratios (speed-ups, size ratios) carry over between machines far better than milliseconds; read them first.",
         "",
         "## Ratios first",
@@ -142,8 +143,9 @@ def to_markdown(results: dict) -> str:
         f"Speed-up = Keras fastest batch-1 p50 ÷ format p50 (>1 is faster); \"vs float32\" compares within one runtime "
         f"(TFLite to TFLite float32, ONNX int8 to ONNX float32). Accuracy on {s['samples']:,} CIFAR-10 test images.",
         "",
-        f"| model | format | × Keras @{t1} thr | × Keras @{tn} thr | × float32 @{t1} thr | × model.predict @{t1} thr | size vs Keras | Δ top-1 (pp) | agreement |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| model | format | × Keras @{t1} thr |" + (f" × Keras @{tn} thr |" if tn != t1 else "")
+        + f" × float32 @{t1} thr | × model.predict @{t1} thr | size vs Keras | Δ top-1 (pp) | agreement |",
+        "|---|---|---:|" + ("---:|" if tn != t1 else "") + "---:|---:|---:|---:|---:|",
     ]
     by_model = {}
     for row in results["rows"]:
@@ -170,8 +172,9 @@ def _ratio_rows(model: str, rows: list[dict], t1: str, tn: str) -> list[str]:
         acc = r["accuracy"] or {}
         ratio = r["size_bytes"] / keras_size if keras_size and r["size_bytes"] else None
         lines.append(
-            f"| {model} | {LABELS[r['format']]} | {_x(c1.get('speedup_vs_keras'))} | {_x(cn.get('speedup_vs_keras'))} "
-            f"| {_x(c1.get('speedup_vs_float32'))} | {_x(c1.get('speedup_vs_keras_predict'))} | {_x(ratio)} "
+            f"| {model} | {LABELS[r['format']]} | {_x(c1.get('speedup_vs_keras'))} "
+            + (f"| {_x(cn.get('speedup_vs_keras'))} " if tn != t1 else "")
+            + f"| {_x(c1.get('speedup_vs_float32'))} | {_x(c1.get('speedup_vs_keras_predict'))} | {_x(ratio)} "
             f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} |")
     return lines
 
@@ -183,10 +186,13 @@ def _model_section(model: str, rows: list[dict], results: dict, t1: str, tn: str
     info = results["models"][model]
     manifest_acc = info.get("manifest_test_accuracy")
     lines += [f"## {model}", "", f"Run: `{info['run']}`" + (f" — Keras test accuracy recorded at training: {100 * manifest_acc:.2f}%" if manifest_acc is not None else ""), ""]
+    two = tn != t1  # one thread setting (--threads 1): its columns once, not twice
     lines += [
-        f"| format | runtime | status | size | top-1 | Δ pp | agreement | max class Δ pp | ms p50 / p90 @{t1} thr | ms p50 / p90 @{tn} thr "
-        f"| FPS @{t1} / @{tn} | img/s batch {s['batch']} @{tn} | peak RSS MiB (Δ python) | load ms | × Keras @{t1} / @{tn} | × float32 @{t1} |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| format | runtime | status | size | top-1 | Δ pp | agreement | max class Δ pp | ms p50 / p90 @{t1} thr "
+        + (f"| ms p50 / p90 @{tn} thr | FPS @{t1} / @{tn} " if two else f"| FPS @{t1} ")
+        + f"| img/s batch {s['batch']} @{tn} | peak RSS MiB (Δ python) | load ms | "
+        + (f"× Keras @{t1} / @{tn}" if two else f"× Keras @{t1}") + f" | × float32 @{t1} |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if two else "") + "---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         acc = r["accuracy"] or {}
@@ -198,9 +204,12 @@ def _model_section(model: str, rows: list[dict], results: dict, t1: str, tn: str
         lines.append(
             f"| {LABELS[r['format']]} | {r['runtime'] or '—'} | {status} | {_size(r['size_bytes'])} | {_f(acc.get('top1'), '{:.2%}')} "
             f"| {_f(acc.get('top1_delta_pp'), '{:+.2f}')} | {_f(acc.get('agreement'), '{:.2%}')} | {_f(acc.get('max_abs_class_delta_pp'), '{:.1f}')} "
-            f"| {lat(c1)} | {lat(cn)} | {fps(c1)} / {fps(cn)} | {_f(thr and thr['images_per_s'], '{:.0f}') if thr else ((cn or {}).get('batch_note') and 'n/a') or '—'} "
+            + (f"| {lat(c1)} | {lat(cn)} | {fps(c1)} / {fps(cn)} " if two else f"| {lat(c1)} | {fps(c1)} ")
+            + f"| {_f(thr and thr['images_per_s'], '{:.0f}') if thr else ((cn or {}).get('batch_note') and 'n/a') or '—'} "
             f"| {_f(cn and cn['rss_kb'] / 1024, '{:.0f}')} ({_f(cn and cn['rss_delta_kb'] / 1024, '{:+.0f}')}) | {_f(cn and cn['load_ms'], '{:.1f}')} "
-            f"| {_x(c1 and c1['speedup_vs_keras'])} / {_x(cn and cn['speedup_vs_keras'])} | {_x(c1 and c1['speedup_vs_float32'])} |")
+            + (f"| {_x(c1 and c1['speedup_vs_keras'])} / {_x(cn and cn['speedup_vs_keras'])} " if two
+               else f"| {_x(c1 and c1['speedup_vs_keras'])} ")
+            + f"| {_x(c1 and c1['speedup_vs_float32'])} |")
     files = [f"`{Path(r['path']).name}` {r['sha256'][:12]}" for r in rows if r.get("sha256") and r["format"] != "keras_predict"]
     if files:
         lines += ["", "Files measured (sha256, first 12 hex digits; `--compare` flags a re-exported file): " + ", ".join(files) + "."]
