@@ -105,6 +105,7 @@ def train(
                     val_size=val_size, backbone_weights=backbone_weights, model_kwargs=model_kwargs, recipe=recipe,
                     label=label, augment=augment, precision_name=precision_name)
     policy = precision.resolve(plan.recipe.precision)
+    commit = runs.git_commit()  # the code that trains, read now: the tree may move on during a long run
 
     # 1. Data: the training split, minus a stratified validation slice; test is for the end only.
     ds, train_split, val_split, test = load_splits(plan, data_dir, echo)
@@ -134,7 +135,7 @@ def train(
     runs.save_model(model, run_dir / "model.keras")
     history = runs.read_history(run_dir / "history.csv")
     runs.write_manifest(run_dir, manifest(plan, model, ds, train_split, val_split, test, test_acc, phase_results, history,
-                                          train_seconds, distribute, policy))
+                                          train_seconds, distribute, policy, commit))
     from .plots import plot_curves
 
     plot_curves(history, run_dir / "curves.png", title=f"{plan.label} — test {100 * test_acc:.2f}%")
@@ -259,7 +260,7 @@ def fit(plan: Plan, model, done_epochs, train_split, val_split, test, run_dir: P
 
 
 def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phase_results, history, train_seconds,
-             distribute, policy="float32") -> dict:
+             distribute, policy="float32", commit=None) -> dict:
     """manifest.json: the contract export and benchmark read (model, recipe as run, data, metrics, provenance)."""
     info = zoo.model_info(plan.model_name)
     recipe = plan.recipe
@@ -296,7 +297,7 @@ def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phas
         "backend": keras.backend.backend(),
         "distribute": bool(distribute),
         "versions": runs.library_versions(),
-        "git_commit": runs.git_commit(),
+        "git_commit": commit or runs.git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
