@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from edgecifar import data
-from edgecifar.machine import load_note
 from edgecifar.evaluate import corruption_accuracy, corruption_subset, predictor, relative, write_corruption_reports
+from edgecifar.machine import load_note
 
 BUDGET_S = 300  # issue 16: the whole suite on one model in at most 5 minutes on this machine
 

@@ -30,6 +30,7 @@ def zoo_name(report: dict) -> str:
             name = name[: -len(variant)]
     return name
 
+
 SEED_REPORTS = ["seed000_shallow_cnn", "seed002_m1_cnn", "seed002_m2_cnn", "seed002_m3_cnn", "seed003_bn_cnn", "seed004_mlp",
                 "seed004_mobilenetv2_transfer"]
 

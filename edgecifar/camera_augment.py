@@ -28,7 +28,6 @@ JPEG = (0.15, (30, 90))  # JPEG quality, 4:2:0 (the suite's jpeg: 80 / 58 / 40)
 TRAINED_FAMILIES = ("gaussian_blur", "low_light", "contrast", "gaussian_noise", "jpeg")
 
 
-
 def describe(rate: float = 1.0) -> str:
     """The augmentation in one line, with its probabilities at this rate (the manifest records it)."""
     def p(knob):

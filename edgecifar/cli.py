@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import __version__, defaults
+from . import __version__, defaults, precision
 from .echo import progress_echo
 from .errors import UserError
 
@@ -122,7 +122,7 @@ def models_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Resume the most recent interrupted run of MODEL.")
 @click.option("--backbone-weights", type=click.Path(), help="ImageNet backbone .h5 for transfer models (else Keras download).")
 @click.option("--distribute", is_flag=True, help="Data-parallel over all local devices (tf.distribute / keras.distribution).")
-@click.option("--precision", "precision_name", type=click.Choice(["auto", "float32", "mixed_bfloat16"]), default=None,
+@click.option("--precision", "precision_name", type=click.Choice(precision.CHOICES), default=None,
               help="Training arithmetic (default: the recipe's). auto: mixed_bfloat16 where the CPU has AMX or AVX512-BF16, "
                    "else float32. The saved model is float32 either way.")
 @click.option("--augment", type=click.Choice(["plain", "camera"]), default=None,

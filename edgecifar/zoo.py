@@ -48,8 +48,8 @@ class Recipe:
     camera: bool = False
     camera_rate: float = 1.0  # every camera-augmentation probability times this (camera_augment.py)
     # Training arithmetic: "float32", or "auto": Keras' mixed_bfloat16 where the CPU multiplies bf16
-    # natively (AMX or AVX512-BF16; about 2x faster for the edge ResNets), float32 elsewhere. The
-    # saved model is float32 either way (precision.py).
+    # natively (AMX or AVX512-BF16), float32 elsewhere. The saved model is float32 either way
+    # (precision.py, which also says why no recipe uses it yet).
     precision: str = "float32"
 
     @property

@@ -15,8 +15,8 @@ failing; it still fails if it cannot load or if the two machines disagree on the
 The `edgecifar run --json` results (default kernels, so the fast rule) follow the same rule as the
 raw outputs of that artifact: identical top-k classes with confidences equal up to a printed
 last-digit rounding step, except dynamic-range artifacts, where only top-1 must be identical and
-the confidence difference is reported (a verdict must not depend on which model happened to be used). Prints one line per artifact and
-PASS or FAIL; exit code 0 only on PASS.
+the confidence difference is reported (a verdict must not depend on which model happened to be
+used). Prints one line per artifact and PASS or FAIL; exit code 0 only on PASS.
 
     python compare.py REF_DIR TEST_DIR [--label cortex-a72] [--tol 1e-5] [--int-lsb 0] [--fast-int-lsb 1]
 """
@@ -81,7 +81,6 @@ def compare_run_json(ref: Path, test: Path, tol: float, top1_only: bool = False)
     rb = [json.loads(l) for l in test.read_text().splitlines() if l.strip()]
     if len(ra) != len(rb) or not ra:
         return False, f"{len(ra)} vs {len(rb)} results"
-    flips = values = 0
     if top1_only:
         worst, moved = 0.0, 0
         for x, y in zip(ra, rb):
@@ -92,6 +91,7 @@ def compare_run_json(ref: Path, test: Path, tol: float, top1_only: bool = False)
             moved += [t["index"] for t in tx] != [t["index"] for t in ty]
         return True, (f"{len(ra)} frames, top-1 identical (dynamic-range on fast kernels: top-1 decides); top-1 "
                       f"confidence max |diff| {worst:.4f}; lower top-k order differs on {moved}")
+    flips = values = 0
     for x, y in zip(ra, rb):
         tx, ty = x.get("top", []), y.get("top", [])
         if x.get("file") != y.get("file") or [t["index"] for t in tx] != [t["index"] for t in ty] or not tx:
@@ -156,16 +156,16 @@ def main() -> int:
         print(f"  {status} {key}: {what}")
     for ref_json in sorted(args.ref.glob("*.run.jsonl")):
         test_json = args.test / ref_json.name
+        artifact = ref_json.name[: -len(".run.jsonl")]
         if not test_json.exists():
             ok, what = False, "missing on arm64"
         else:
-            artifact = ref_json.name[: -len(".run.jsonl")]
             dynamic = any(k.startswith(f"{artifact}__") and v.get("format") == "tflite_dynamic"
                           for k, v in ref_sum["runs"].items())
             ok, what = compare_run_json(ref_json, test_json, args.tol, top1_only=dynamic)
         checked += 1
         all_ok &= ok
-        print(f"  {'ok  ' if ok else 'FAIL'} edgecifar run --json {ref_json.name[:-len('.run.jsonl')]}: {what}")
+        print(f"  {'ok  ' if ok else 'FAIL'} edgecifar run --json {artifact}: {what}")
     all_ok &= checked > 0
     note = f", {refused} artifact(s) refused by this runtime on both" if refused else ""
     if known:
