@@ -1,10 +1,8 @@
 """Training arithmetic: float32, or Keras' mixed_bfloat16 where the CPU multiplies bf16 natively.
 
 Why it exists: on a CPU with AMX (Intel Sapphire Rapids and later) oneDNN has bf16 convolution
-kernels, and a synthetic step of an edge ResNet (128 random images) took 129 ms in mixed_bfloat16
-against 257 ms in float32 on a 2-core Xeon. In real training on that machine the gain did not hold
-(resnet8_edge: 202 against 142 ms per step on one pair of runs, 124 against 143 ms on another; README:
-Precision), so no recipe uses it. On AVX2 CPUs (AMD here) bf16 has no fast path, so "auto" stays
+kernels, which can make training steps faster. In real training on this project's 2-core Xeon the
+gain did not hold (README: Precision, with the commands), so no recipe uses it. On AVX2 CPUs (AMD here) bf16 has no fast path, so "auto" stays
 float32 there. Mixed precision keeps the variables in float32, so the
 trained weights copy into a float32 model unchanged, and that float32 model is what a run saves:
 export, evaluation and the device never see bf16. Pure Keras: no `tf.*`.
