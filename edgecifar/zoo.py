@@ -464,10 +464,11 @@ def resnet8_w20(widths=(20, 40, 80), blocks=(1, 1, 1)):
 
 @register_model(
     source="edgecifar: the deployed edge model — ResNet-8 at 20/40/80 x 1 block (resnet8_w20's network), "
-           "trained longer with the camera augmentation at half rate",
+           "trained longer with the camera augmentation at quarter rate",
     recipe=Recipe("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, phases=(Phase(75, augment=True),),
-                  notes=_EDGE_NOTES + "; camera augmentation at rate 0.5; 75 epochs on all 50,000 training images",
-                  val_size=0, camera=True, camera_rate=0.5, **_EDGE_RECIPE),
+                  notes=_EDGE_NOTES + "; camera augmentation at rate 0.25 (rate 0.5: 88.56 %, mCA 81.74 %); "
+                  "75 epochs on all 50,000 training images",
+                  val_size=0, camera=True, camera_rate=0.25, **_EDGE_RECIPE),
     exact_params=122_230,
     macs=19_395_360,
 )
