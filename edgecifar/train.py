@@ -88,6 +88,7 @@ def train(
     label: str | None = None,
     augment: str | None = None,
     precision_name: str | None = None,
+    camera_rate: float | None = None,
 ) -> Path:
     """Train `model_name` with its recipe (overridable) and return the run directory.
 
@@ -103,7 +104,7 @@ def train(
     # 0. Every option checked before anything slow happens or any run directory exists.
     plan = plan_run(model_name, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit, test_limit=test_limit,
                     val_size=val_size, backbone_weights=backbone_weights, model_kwargs=model_kwargs, recipe=recipe,
-                    label=label, augment=augment, precision_name=precision_name)
+                    label=label, augment=augment, precision_name=precision_name, camera_rate=camera_rate)
     policy = precision.resolve(plan.recipe.precision)
     commit = runs.git_commit()  # the code that trains, read now: the tree may move on during a long run
 
@@ -145,10 +146,11 @@ def train(
 
 
 def plan_run(model_name, *, epochs=None, batch_size=None, lr=None, seed=0, limit=None, test_limit=None, val_size=None,
-             backbone_weights=None, model_kwargs=None, recipe=None, label=None, augment=None, precision_name=None) -> Plan:
+             backbone_weights=None, model_kwargs=None, recipe=None, label=None, augment=None, precision_name=None,
+             camera_rate=None) -> Plan:
     """The recipe this run will follow, with every override applied and checked (UserError: one line)."""
     info = zoo.model_info(model_name)
-    recipe, label = with_augment(model_name, recipe or info.recipe, augment, label)
+    recipe, label = with_augment(model_name, recipe or info.recipe, augment, label, camera_rate)
     if lr is not None:
         if not math.isfinite(lr) or lr <= 0:
             raise UserError(f"--lr must be a positive number, got {lr}")
@@ -302,20 +304,29 @@ def manifest(plan: Plan, model, ds, train_split, val_split, test, test_acc, phas
     }
 
 
-def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label: str | None = None):
-    """--augment camera|plain: the recipe with the camera augmentation switched on or off, and the
-    run's label. A run that differs from the model's own recipe is a variant, named
-    `<model>_<augment>` (its run directory, manifest and --resume use that name)."""
+def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label: str | None = None,
+                 camera_rate: float | None = None):
+    """--augment camera|plain (and --camera-rate R): the recipe with the camera augmentation switched
+    on or off, at rate R, and the run's label. A run that differs from the model's own recipe is a
+    variant, named `<model>_<augment>` (its run directory, manifest and --resume use that name; the
+    manifest records the rate)."""
     label = label or model_name
-    if augment is None:
-        return recipe, label
-    if augment not in recipe.variants:
+    if camera_rate is not None:
+        if not (math.isfinite(camera_rate) and 0 < camera_rate <= 1):
+            raise UserError(f"--camera-rate must be in (0, 1], got {camera_rate}: it multiplies every "
+                            f"camera-augmentation probability")
+        if augment == "plain" or (augment is None and not recipe.camera):
+            raise UserError(f"--camera-rate needs the camera augmentation: add --augment camera "
+                            f"({model_name}'s recipe trains without it)")
+    if augment is not None and augment not in recipe.variants:
         choices = ", ".join(recipe.variants) or "none (this model fits a head on cached backbone features)"
         raise UserError(f"--augment {augment} does not apply to {model_name}: choose from {choices}")
-    camera = augment == "camera"
-    if camera == recipe.camera:
+    camera = recipe.camera if augment is None else augment == "camera"
+    rate = recipe.camera_rate if camera_rate is None else camera_rate
+    if (camera, rate) == (recipe.camera, recipe.camera_rate):
         return recipe, label
-    return dataclasses.replace(recipe, camera=camera), label if label != model_name else f"{model_name}_{augment}"
+    return (dataclasses.replace(recipe, camera=camera, camera_rate=rate),
+            label if label != model_name else f"{model_name}_{'camera' if camera else 'plain'}")
 
 
 def _scale_phases(phases, epochs):

@@ -85,6 +85,23 @@ def test_with_augment_names_the_variant():
         with_augment("seed004_mobilenetv2_transfer", zoo.model_info("seed004_mobilenetv2_transfer").recipe, "camera")
 
 
+def test_camera_rate_makes_a_variant_at_that_rate():
+    """--camera-rate R: the camera variant with every probability times R (recorded in the recipe)."""
+    recipe = zoo.model_info("seed003_bn_cnn").recipe
+    cam, label = with_augment("seed003_bn_cnn", recipe, "camera", camera_rate=0.5)
+    assert cam.camera and cam.camera_rate == 0.5 and label == "seed003_bn_cnn_camera"
+    assert "camera augmentation at rate 0.5" in cam.describe()
+    edge = zoo.model_info("resnet8_edge").recipe  # a camera recipe: the rate alone changes it
+    assert with_augment("resnet8_edge", edge, None, camera_rate=edge.camera_rate) == (edge, "resnet8_edge")
+    other, label = with_augment("resnet8_edge", edge, None, camera_rate=1.0)
+    assert other.camera_rate == 1.0 and label == "resnet8_edge_camera"
+    for rate in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(UserError, match="--camera-rate must be in"):
+            with_augment("seed003_bn_cnn", recipe, "camera", camera_rate=rate)
+    with pytest.raises(UserError, match="needs the camera augmentation: add --augment camera"):
+        with_augment("seed003_bn_cnn", recipe, None, camera_rate=0.5)
+
+
 def test_train_camera_variant_is_named_in_run_and_manifest(data_dir, tmp_path):
     res = run_cli("train", "seed002_m1_cnn", "--augment", "camera", "--epochs", "1", "--limit", "256", "--samples", "100",
                   "--runs-dir", tmp_path, cwd=tmp_path)
@@ -110,6 +127,8 @@ def test_models_lists_the_variant():
 @pytest.mark.parametrize("args,message", [
     (["seed004_mobilenetv2_transfer", "--augment", "camera"], "does not apply to seed004_mobilenetv2_transfer"),
     (["seed002_m1_cnn", "--augment", "foggy"], "'foggy' is not one of 'plain', 'camera'"),
+    (["seed002_m1_cnn", "--camera-rate", "0.5"], "--camera-rate needs the camera augmentation"),
+    (["seed002_m1_cnn", "--augment", "camera", "--camera-rate", "2"], "--camera-rate must be in (0, 1]"),
 ])
 def test_bad_augment_is_one_line(tmp_path, args, message):
     res = run_cli("train", *args, "--runs-dir", tmp_path, cwd=tmp_path)
@@ -119,7 +138,7 @@ def test_bad_augment_is_one_line(tmp_path, args, message):
 
 
 def test_rate_scales_every_probability(images):
-    """camera_rate 0.5 (resnet8_edge's recipe): each degradation half as often, so more images stay clean."""
+    """camera_rate 0.5: each degradation half as often, so more images stay clean."""
     assert camera_augment.clean_fraction(0.0) == 1.0
     half = camera_augment.clean_fraction(0.5)
     assert camera_augment.clean_fraction() < half < 1.0
