@@ -20,7 +20,8 @@
 #      kernel set of `edgecifar run --kernels`. Exact rule (ONNX, TFLite reference kernels): integer
 #      tensors identical, float tensors within 1e-5 * (1 + |x|). Fast rule (TFLite xnnpack, the
 #      default, and builtin): integers within 1 quantization step, floats within 1e-5 * (1 + |x|)
-#      except dynamic-range (top-1 identical); `edgecifar run --json` top-k classes identical.
+#      except floats computed from integer tensors (dynamic-range, int8 with a float head: top-1
+#      identical, difference reported); `edgecifar run --json` follows its artifact's rule.
 #      A runtime/format pair the runner itself warns about (tflite-runtime with a dynamic-range
 #      model: its kernels round differently on ARM and x86) is printed as KNOWN with its measured
 #      difference instead of FAIL, as long as both machines load it and carry the same warning.

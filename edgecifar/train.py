@@ -308,14 +308,16 @@ def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label
                  camera_rate: float | None = None):
     """--augment camera|plain (and --camera-rate R): the recipe with the camera augmentation switched
     on or off, at rate R, and the run's label. A run that differs from the model's own recipe is a
-    variant, named `<model>_<augment>` (its run directory, manifest and --resume use that name; the
-    manifest records the rate)."""
+    variant, named `<model>_plain`, `<model>_camera` (rate 1) or `<model>_camera_rate<R>`: its run
+    directory, manifest and --resume use that name, so a resume never continues a run at another rate."""
     label = label or model_name
     if camera_rate is not None:
         if not (math.isfinite(camera_rate) and 0 < camera_rate <= 1):
             raise UserError(f"--camera-rate must be in (0, 1], got {camera_rate}: it multiplies every "
                             f"camera-augmentation probability")
-        if augment == "plain" or (augment is None and not recipe.camera):
+        if augment == "plain":
+            raise UserError("--camera-rate needs the camera augmentation: drop --augment plain, or --camera-rate")
+        if augment is None and not recipe.camera:
             raise UserError(f"--camera-rate needs the camera augmentation: add --augment camera "
                             f"({model_name}'s recipe trains without it)")
     if augment is not None and augment not in recipe.variants:
@@ -325,8 +327,8 @@ def with_augment(model_name: str, recipe: zoo.Recipe, augment: str | None, label
     rate = recipe.camera_rate if camera_rate is None else camera_rate
     if (camera, rate) == (recipe.camera, recipe.camera_rate):
         return recipe, label
-    return (dataclasses.replace(recipe, camera=camera, camera_rate=rate),
-            label if label != model_name else f"{model_name}_{'camera' if camera else 'plain'}")
+    variant = "plain" if not camera else "camera" if rate == 1 else f"camera_rate{rate:g}"
+    return dataclasses.replace(recipe, camera=camera, camera_rate=rate), label if label != model_name else f"{model_name}_{variant}"
 
 
 def _scale_phases(phases, epochs):

@@ -1,5 +1,6 @@
 """device/arm64/compare.py, the arm64 check's judge: exact rule for ONNX and TFLite reference kernels,
-one quantization step for the fast TFLite kernels, top-1 for dynamic-range floats on fast kernels."""
+one quantization step for the fast TFLite kernels, top-1 for floats computed from integer tensors on fast kernels
+(dynamic-range, and the int8 artifact's float head)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ RUNS = {  # key: (kernels, format, output dtype)
     "m_int8.tflite__litert__reference": ("reference", "tflite_int8", np.uint8),
     "m_dynamic.tflite__litert__builtin": ("builtin", "tflite_dynamic", np.float32),
     "m_dynamic.tflite__litert__reference": ("reference", "tflite_dynamic", np.float32),
+    "m_head.tflite__litert__xnnpack": ("xnnpack", "tflite_int8", np.float32),  # int8 body, float head (the default)
+    "m_head.tflite__litert__reference": ("reference", "tflite_int8", np.float32),
     "m_float32.onnx__onnxruntime": (None, "onnx_float32", np.float32),
 }
 
@@ -60,14 +63,17 @@ def _compare(tmp_path, change):
     ({"m_dynamic.tflite__litert__builtin": _bump(1e-2)}, True),      # dynamic-range on fast kernels: top-1 decides
     ({"m_dynamic.tflite__litert__builtin": _bump(100.0)}, False),    # ... and a changed top-1 fails
     ({"m_dynamic.tflite__litert__reference": _bump(1e-2)}, False),   # reference kernels: 1e-5 * (1 + |x|)
+    ({"m_head.tflite__litert__xnnpack": _bump(5e-2)}, True),         # float head after a 1-step body change: top-1
+    ({"m_head.tflite__litert__xnnpack": _bump(100.0)}, False),       # ... and a changed top-1 fails
+    ({"m_head.tflite__litert__reference": _bump(5e-2)}, False),      # reference kernels: the body is exact
     ({"m_float32.onnx__onnxruntime": _bump(1e-6)}, True),
     ({"m_float32.onnx__onnxruntime": _bump(1e-3)}, False),
-], ids=["same", "xnnpack+1", "xnnpack+2", "reference+1", "dynamic-fast", "dynamic-fast-top1", "dynamic-ref", "onnx-tiny",
-        "onnx-big"])
+], ids=["same", "xnnpack+1", "xnnpack+2", "reference+1", "dynamic-fast", "dynamic-fast-top1", "dynamic-ref", "head-fast",
+        "head-fast-top1", "head-ref", "onnx-tiny", "onnx-big"])
 def test_rules(tmp_path, change, passes):
     rc, out = _compare(tmp_path, change)
     assert (rc == 0) == passes, out
-    assert out.strip().splitlines()[-1].startswith(f"arm64: {'PASS' if passes else 'FAIL'} (5 comparisons")
+    assert out.strip().splitlines()[-1].startswith(f"arm64: {'PASS' if passes else 'FAIL'} (7 comparisons")
 
 
 @pytest.mark.parametrize("ref_caveat, test_caveat, passes", [
@@ -85,7 +91,7 @@ def test_known_differences_are_reported_not_failed(tmp_path, ref_caveat, test_ca
     if passes:
         assert any(line.startswith(f"  KNOWN {key}: ") and "top-1 same on 19/20" in line for line in lines), res.stdout
         assert lines[-2] == "  KNOWN: rounds differently"
-        assert lines[-1] == "arm64: PASS (5 comparisons, 1 KNOWN difference(s) the runner warns about)"
+        assert lines[-1] == "arm64: PASS (7 comparisons, 1 KNOWN difference(s) the runner warns about)"
     else:
         assert f"  FAIL {key}: " in res.stdout and lines[-1].startswith("arm64: FAIL")
 

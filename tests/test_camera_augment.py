@@ -89,12 +89,14 @@ def test_camera_rate_makes_a_variant_at_that_rate():
     """--camera-rate R: the camera variant with every probability times R (recorded in the recipe)."""
     recipe = zoo.model_info("seed003_bn_cnn").recipe
     cam, label = with_augment("seed003_bn_cnn", recipe, "camera", camera_rate=0.5)
-    assert cam.camera and cam.camera_rate == 0.5 and label == "seed003_bn_cnn_camera"
+    assert cam.camera and cam.camera_rate == 0.5 and label == "seed003_bn_cnn_camera_rate0.5"  # resume never mixes rates
     assert "camera augmentation at rate 0.5" in cam.describe()
     edge = zoo.model_info("resnet8_edge").recipe  # a camera recipe: the rate alone changes it
     assert with_augment("resnet8_edge", edge, None, camera_rate=edge.camera_rate) == (edge, "resnet8_edge")
     other, label = with_augment("resnet8_edge", edge, None, camera_rate=1.0)
-    assert other.camera_rate == 1.0 and label == "resnet8_edge_camera"
+    assert other.camera_rate == 1.0 and label == "resnet8_edge_camera"  # full rate: the plain `_camera` name
+    with pytest.raises(UserError, match="drop --augment plain"):
+        with_augment("resnet8_edge", edge, "plain", camera_rate=0.5)
     for rate in (0.0, -0.5, 1.5, float("nan")):
         with pytest.raises(UserError, match="--camera-rate must be in"):
             with_augment("seed003_bn_cnn", recipe, "camera", camera_rate=rate)

@@ -24,12 +24,14 @@ from .formats import INT8_FORMATS, artifact_name, select_formats
 def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_SAMPLES, check_samples: int | None = None,
                data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
                max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
-               command: str | None = None, accuracy_aware: bool = True) -> dict:
+               command: str | None = None, accuracy_aware: bool = True, qat_epochs: int = 0) -> dict:
     """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
 
     report["max_drop"]["exceeded"] lists int8 formats that lost more than `max_drop` pp (or failed).
     accuracy_aware: an int8 artifact that misses the int8 target keeps its most sensitive layers in
     float (export/fallback.py; needs a check set of at least 1,000 images).
+    qat_epochs: before the int8 conversions, fine-tune the int8 source model that many epochs with int8
+    simulated (edgecifar/qat.py); every artifact is still checked against the original model.
     """
     from .. import data as cifar
     from .. import runs
@@ -42,6 +44,10 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     fmts = select_formats(formats)
     _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
     needs_calib = any(f in INT8_FORMATS for f in fmts)
+    if qat_epochs and not needs_calib:
+        raise UserError(f"--qat tunes the int8 formats, and none was asked for: add --int8 (formats: {', '.join(fmts)})")
+    if qat_epochs and not per_channel:
+        raise UserError("--qat simulates per-channel weights, as the default export: drop --per-tensor, or --qat")
     if needs_calib:
         validate_count(calib_samples)  # the lower bound now, before anything slow; the upper once data is loaded
 
@@ -49,6 +55,8 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     src = load_source(run_dir, runs_dir)
     echo(f"model: {src.name} from {src.model_path} (input {src.input_shape}, {len(fmts)} format(s): {', '.join(fmts)})")
     run, model_path, manifest, keras_model, model_name = src.run, src.model_path, src.manifest, src.keras_model, src.name
+    if qat_epochs:  # before any data loads or any old report goes
+        _check_qat(keras_model)
 
     # 2. Data: the test split judges, the training split calibrates.
     ds = cifar.load(data_dir, splits=("train", "test") if needs_calib else ("test",))
@@ -84,14 +92,17 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     # 4. Convert, write, check — format by format; 5. optional quantization debugging.
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
-    artifacts, debug_paths = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
-                                          debug_quant, echo)
+    tune = _qat_tuner(_tuning_images(ds.train, manifest.get("data") or {}), calib.images, qat_epochs, echo) \
+        if qat_epochs else None
+    artifacts, debug_paths, qat_info = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
+                                                    debug_quant, echo, tune)
 
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
                 "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"}
     report = _report(command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})", src, source_model, ref, ds, calib,
                      val_ref, no_val, fmts, settings, artifacts, debug_paths, _max_drop(artifacts, max_drop), versions,
                      time.perf_counter() - t_start)
+    report["qat"] = qat_info
     json_path, md_path = reporting.save(report, out)
     echo("")
     echo(reporting.table(report))
@@ -133,14 +144,14 @@ def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, s
 
 
 def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: dict, accuracy_aware: bool, debug_quant: bool,
-                 echo) -> tuple[list[dict], list[str] | None]:
+                 echo, tune=None) -> tuple[list[dict], list[str] | None, dict | None]:
     """Every format: convert at a staged name, check, install (then the accuracy-aware search for int8);
-    TFLite first, then ONNX. Returns (report rows, debug report paths)."""
+    TFLite first, then ONNX. Returns (report rows, debug report paths, the QAT report or None)."""
     artifacts = []
     ordered = [f for f in fmts if f.startswith("tflite_")] + [f for f in fmts if f.startswith("onnx_")]
     o = options
     with scratch_dir("export") as tmp:
-        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo)
+        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune)
         for step, fmt in enumerate(ordered, 1):
             echo(f"[{step}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(src.name, fmt)
@@ -157,7 +168,7 @@ def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: d
             artifacts.append(row)
         # On the model the int8 artifacts were converted from.
         debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
-    return artifacts, debug_paths
+    return artifacts, debug_paths, sources.qat
 
 
 @dataclass
@@ -193,11 +204,16 @@ def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
     """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float."""
     from . import fallback
 
-    return fallback.improve(
+    row = fallback.improve(
         fmt, path, row, len(ref.labels),
         produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
         rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, echo),
         echo=echo)
+    block = row.get("accuracy_aware") or {}
+    if block.get("met") is False and "skipped" not in block and sources.qat is None:
+        echo("    post-training quantization cannot meet the target here; `--qat 2` fine-tunes the model with int8 "
+             "simulated first (edgecifar/qat.py)")
+    return row
 
 
 def staged_path(path: Path) -> Path:
@@ -333,10 +349,14 @@ class _Sources:
     outputs centred logits (edgecifar.export.logits), float formats the model as trained.
     """
 
-    def __init__(self, keras_model, model_path: Path, tmp: Path, echo):
+    def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None):
         self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
         self._cache = {}
         self.logits_how = None
+        self.tune, self.qat = tune, None  # tune(model) -> (QAT-tuned copy, report), applied to the int8 source
+        self.logits_output = False
+        if tune is not None:  # now, not inside a format's conversion: a model QAT cannot rewrite is a usage error
+            self._model(True)
 
     def _model(self, logits: bool):
         if not logits:
@@ -345,13 +365,20 @@ class _Sources:
             from .logits import logits_copy
 
             copy, self.logits_how = logits_copy(self.keras_model)
+            self.logits_output = copy is not None
             self.echo(f"    logits: {self.logits_how}")
+            if self.tune is not None:
+                copy, self.qat = self.tune(copy if copy is not None else self.keras_model)
+                self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
             self._cache["logits"] = copy if copy is not None else self.keras_model
         return self._cache["logits"]
 
     def output_kind(self, logits: bool) -> str:
         """The metadata's output kind of an artifact converted from _model(logits)."""
-        return "logits" if self._model(logits) is not self.keras_model else "probabilities"
+        if not logits:
+            return "probabilities"
+        self._model(True)  # sets logits_output: whether the softmax came off (a tuned copy is a new object either way)
+        return "logits" if self.logits_output else "probabilities"
 
     def saved_model(self, logits: bool = False) -> Path:
         key = ("saved", logits)
@@ -375,6 +402,42 @@ class _Sources:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _check_qat(model) -> None:
+    from .. import qat
+    from .logits import logits_copy
+
+    copy, _ = logits_copy(model)
+    try:
+        qat.check_supported(copy if copy is not None else model)
+    except ValueError as e:
+        raise UserError(f"--qat: {e}; export without --qat") from None
+
+
+def _tuning_images(train, data_info: dict):
+    """The training images QAT may learn from: all but the run's held-back validation images, which the
+    report's validation Δ must still measure unseen (QAT optimises agreement, exactly what it reports)."""
+    import numpy as np
+
+    from .. import data as cifar
+
+    if data_info.get("limit"):
+        return train.images
+    held = cifar.validation_indices(train.labels, int(data_info.get("val_images") or 0), int(data_info.get("seed") or 0))
+    return np.delete(train.images, held, axis=0)
+
+
+def _qat_tuner(images, calibration, epochs: int, echo):
+    """tune(model) -> (QAT-tuned copy, report): edgecifar/qat.py on the training images (ranges from the
+    calibration images, as the converter sets them), its final Dense left float."""
+    def tune(model):
+        from .. import qat
+
+        echo(f"    quantization-aware fine-tuning: {epochs} epoch(s) on {len(images):,} training images (edgecifar/qat.py)")
+        return qat.fine_tune(model, images, calibration, head=qat.float_head(model), epochs=epochs, echo=echo)
+
+    return tune
 
 
 def _validate_options(fmts, io_dtype, calib_method, check_samples, opset):

@@ -1,0 +1,294 @@
+"""Quantization-aware fine-tuning (QAT) in pure Keras 3: a trained model learns weights that survive int8.
+
+Why. Post-training int8 rounds every weight and activation once, after training. On small,
+low-confidence models (seed002_m1: 64 % top-1) that flips enough near-tied predictions to miss the
+int8 budget (agreement 98.25 % against 98.5 %), and keeping layers in float costs more size than
+the budget allows (export/fallback.py). QAT lets the weights settle where rounding hurts least.
+tensorflow-model-optimization does not support Keras 3, so this is written in Keras 3 itself and
+runs under the TensorFlow and JAX backends alike.
+
+What it does, in order (`fine_tune`):
+  1. Copy the model with int8 simulated (`simulate_int8`), TFLite's int8 scheme:
+     - weights of Conv2D and Dense: per output channel, symmetric, [-127, 127]. A BatchNorm right
+       after a convolution without its own activation folds into it at export, and per-channel
+       symmetric rounding does not change under a per-channel scale, so rounding the kernel before
+       the fold is rounding the folded kernel the converter ships. BatchNorm is frozen so that fold
+       stays the same. (DepthwiseConv2D is not simulated yet: such models are refused.)
+     - activations: per tensor, 8-bit asymmetric, at every tensor TFLite stores in int8 (after a
+       fused conv/BN/ReLU or Add/ReLU chain, after pooling averages), in the min/max range over the
+       export's own calibration images, as the converter sets it (recalibrated after every epoch).
+     - the head Dense stays float: the default int8 artifact computes it in float (float head).
+  2. Fine-tune that copy for a few epochs to reproduce the original model's own predictions
+     (self-distillation: mean squared error against its logits on training images, no labels), so
+     what it learns is to agree with the model the user trained, which is what the budget measures.
+  3. Copy the tuned weights into a plain copy of the model (no fake quantization left). The normal
+     converter then calibrates, quantizes and checks it like any model, against the ORIGINAL model.
+
+Fake quantization is keras.quantizers.fake_quant_with_min_max_vars: straight-through gradients
+inside the range, the same nudged grid as TensorFlow's fake-quant ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+
+# --- knobs ---------------------------------------------------------------------------------
+EPOCHS = 2  # `edgecifar export --qat N` overrides
+LEARNING_RATE = 1e-5  # Adam, cosine to 0: small steps, the model is already trained
+BATCH_SIZE = 128
+SEED = 0
+
+WEIGHT_LAYERS = ("Conv2D", "Dense")
+# Layers whose output TFLite keeps in the same int8 grid as their input (or never materialises).
+PASS_THROUGH = ("InputLayer", "Dropout", "Flatten", "Reshape", "MaxPooling2D", "ZeroPadding2D", "Rescaling",
+                "SpatialDropout2D", "Identity")
+# A layer of these kinds feeding only a BatchNorm or a ReLU is fused with it: no int8 tensor between.
+FUSES_FORWARD = ("Conv2D", "Dense", "BatchNormalization", "Add")
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+# --- 1. simulating int8 ----------------------------------------------------------------------
+
+
+def fake_quant_kernel(kernel):
+    """Per-output-channel symmetric int8 rounding of a kernel whose LAST axis is the output channel
+    (Conv2D, Dense): [-127, 127] times max|w| / 127, straight-through. Last, because the JAX path of
+    fake_quant_with_min_max_vars broadcasts per-channel ranges against the last axis."""
+    keras = _keras()
+    ops = keras.ops
+    amax = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1))), 1e-8))
+    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -amax, amax, num_bits=8, narrow_range=True, axis=-1)
+
+
+@functools.lru_cache(maxsize=None)  # one class per base, registered once
+def _qat_class(base):
+    """`base` (Conv2D, Dense) with its kernel read through fake_quant_kernel: same weights, same config.
+    Both keep their kernel behind a `kernel` property, which their call() reads."""
+    keras = _keras()
+
+    class QuantizedKernel(base):
+        @property
+        def kernel(self):
+            return fake_quant_kernel(super().kernel)
+
+    QuantizedKernel.__name__ = f"Int8{base.__name__}"
+    return keras.saving.register_keras_serializable("edgecifar_qat")(QuantizedKernel)
+
+
+@functools.lru_cache(maxsize=None)
+def _fake_quant_layer():
+    keras = _keras()
+    ops = keras.ops
+
+    class ActivationFakeQuant(keras.layers.Layer):
+        """Per-tensor 8-bit fake quantization of a layer's output, in a range set by `calibrate_ranges`."""
+
+        def __init__(self, inner, **kwargs):
+            super().__init__(name=kwargs.pop("name", f"{inner.name}_int8"), **kwargs)
+            self.inner = inner
+            self.calibrating = False  # a Python flag: fit() traces with it off, so training never moves a range
+
+        def build(self, input_shape):
+            self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False)
+            self.range_max = self.add_weight(name="range_max", shape=(), initializer="zeros", trainable=False)
+
+        def call(self, inputs, training=None, mask=None):  # (masks: no layer QAT wraps uses them)
+            x = self.inner(inputs)
+            if self.calibrating:
+                # As the converter calibrates: the min and max over all calibration images, always holding 0.
+                self.range_min.assign(ops.minimum(self.range_min, ops.min(x)))
+                self.range_max.assign(ops.maximum(self.range_max, ops.max(x)))
+                return x
+            lo, hi = ops.stop_gradient(self.range_min), ops.stop_gradient(self.range_max)
+            return keras.quantizers.fake_quant_with_min_max_vars(x, lo, ops.maximum(hi, lo + 1e-6), num_bits=8)
+
+    return ActivationFakeQuant
+
+
+def _consumers(model) -> dict:
+    """{layer name: [names of the layers that read its output]} for a functional model."""
+    out = {layer.name: [] for layer in model.layers}
+    for layer in model.layers:
+        for node in getattr(layer, "_inbound_nodes", []):
+            for parent in node.parent_nodes:
+                if parent.operation.name in out and layer.name not in out[parent.operation.name]:
+                    out[parent.operation.name].append(layer.name)
+    return out
+
+
+def _is_relu(layer) -> bool:
+    kind = type(layer).__name__
+    return kind == "ReLU" or (kind == "Activation" and layer.get_config().get("activation") in ("relu", "relu6"))
+
+
+def quantized_tensors(model, head: str | None) -> list[str]:
+    """Names of the layers whose output TFLite stores as an int8 tensor (so QAT rounds it there)."""
+    consumers = _consumers(model)
+    by_name = {layer.name: layer for layer in model.layers}
+    points = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in PASS_THROUGH or layer.name == head or not consumers[layer.name]:
+            continue
+        if kind == "Activation" and layer.get_config().get("activation") == "linear":
+            continue
+        nxt = [by_name[n] for n in consumers[layer.name]]
+        # A layer with its own activation (Conv2D(..., activation="relu") → BatchNorm, as in seed003) cannot
+        # fuse with what follows: its output is an int8 tensor of its own.
+        linear = layer.get_config().get("activation", "linear") == "linear"
+        fused = len(nxt) == 1 and kind in FUSES_FORWARD and linear and (
+            _is_relu(nxt[0]) or (type(nxt[0]).__name__ == "BatchNormalization" and kind in WEIGHT_LAYERS))
+        if not fused:
+            points.append(layer.name)
+    return points
+
+
+def check_supported(model) -> None:
+    """ValueError (one line) for a model this module cannot rewrite faithfully."""
+    keras = _keras()
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise ValueError(f"QAT rewrites flat models only; {model.name} nests model(s) {', '.join(nested)}")
+    depthwise = [layer.name for layer in model.layers if type(layer).__name__ == "DepthwiseConv2D"]
+    if depthwise:
+        raise ValueError(f"QAT does not simulate DepthwiseConv2D yet ({', '.join(depthwise[:3])} in {model.name})")
+    # Graph ops that are not layers (x + y, keras.ops.*) would hide int8 tensors from quantized_tensors().
+    bare = [op.name for op in getattr(model, "operations", []) if not isinstance(op, keras.layers.Layer)]
+    if bare:
+        raise ValueError(f"QAT needs a model built from layers only; {model.name} has bare ops {', '.join(bare[:3])}")
+
+
+def simulate_int8(model, head: str | None = None):
+    """A copy of `model` (same weights) that computes with int8 rounding where TFLite's int8 does.
+
+    `head`: the name of a Dense left in float (the float-head artifact's final layer), else None.
+    Raises ValueError for models this cannot rewrite (check_supported).
+    """
+    keras = _keras()
+    check_supported(model)
+    points = set(quantized_tensors(model, head))
+    classes = {"Conv2D": _qat_class(keras.layers.Conv2D), "Dense": _qat_class(keras.layers.Dense)}
+    fake_quant = _fake_quant_layer()
+
+    def clone(layer):
+        kind = type(layer).__name__
+        cls = classes[kind] if kind in WEIGHT_LAYERS and layer.name != head else type(layer)
+        config = layer.get_config()
+        if kind in ("Dropout", "SpatialDropout2D"):
+            config["rate"] = 0.0  # the copy must compute what the original computes at inference, and nothing else
+        for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+            if key in config:
+                config[key] = None  # the loss is agreement with the original alone: no weight decay pulling away
+        new = cls.from_config(config)
+        if kind == "BatchNormalization":
+            new.trainable = False  # frozen: the fold the converter makes is the one trained against
+        return fake_quant(new) if layer.name in points else new
+
+    sim = keras.models.clone_model(model, clone_function=clone)
+    copy_weights(model, sim)
+    return sim
+
+
+def _inner_layers(model) -> dict:
+    found = {}
+    for layer in model.layers:
+        found[layer.name] = layer
+        inner = getattr(layer, "inner", None)
+        if inner is not None:
+            found[inner.name] = inner
+    return found
+
+
+def copy_weights(src, dst) -> None:
+    """Copy every layer's weights from `src` to `dst` by layer name (fake-quant wrappers looked through)."""
+    def weighted(model):  # wrappers are looked through: their own weights are the ranges, not the model's
+        return {name: layer for name, layer in _inner_layers(model).items()
+                if getattr(layer, "inner", None) is None and layer.weights}
+
+    sources, targets = weighted(src), weighted(dst)
+    if sources.keys() != targets.keys():
+        raise ValueError(f"the two models' layers with weights differ: {sorted(sources.keys() ^ targets.keys())[:4]}")
+    for name, layer in sources.items():
+        for w, t in zip(layer.weights, targets[name].weights, strict=True):
+            t.assign(w)
+
+
+def float_head(model) -> str | None:
+    """The float-head artifact's float layer: the model's final Dense (None when the model ends otherwise)."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    return last.name if type(last).__name__ == "Dense" else None
+
+
+# --- 2. fine-tuning ---------------------------------------------------------------------------
+
+
+def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str | None = None, epochs: int = EPOCHS,
+              lr: float = LEARNING_RATE, batch_size: int = BATCH_SIZE, seed: int = SEED, echo=print):
+    """(tuned plain copy of `model`, report dict). `model` outputs logits; `images` (uint8 NHWC training images)
+    tune it, `calibration` (the export's calibration images) sets the activation ranges, as in the converter."""
+    keras = _keras()
+    if epochs < 1:
+        raise ValueError(f"QAT needs at least 1 epoch, got {epochs}")
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
+    # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
+    teacher = model.predict(images, batch_size=256, verbose=0).astype(np.float32)
+    sim = simulate_int8(model, head)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
+                loss=keras.losses.MeanSquaredError())
+    calibrate_ranges(sim, calibration)
+    agree_before = _agreement(sim, images[:2000], teacher[:2000])
+
+    losses = []
+    for epoch in range(epochs):  # one fit() per epoch: the ranges are set between them, on every backend
+        history = sim.fit(images, teacher, batch_size=batch_size, initial_epoch=epoch, epochs=epoch + 1, shuffle=True,
+                          verbose=0)
+        losses.append(history.history["loss"][-1])
+        calibrate_ranges(sim, calibration)  # the weights moved: the converter would see new ranges
+        echo(f"    qat epoch {epoch + 1}/{epochs}: logit mean squared error {losses[-1]:.4f}")
+    agree_after = _agreement(sim, images[:2000], teacher[:2000])
+    tuned = keras.models.clone_model(model)
+    copy_weights(sim, tuned)
+    info = {
+        "method": "quantization-aware fine-tuning (edgecifar/qat.py): int8-simulated weights (per channel, symmetric) "
+                  "and activations (per tensor), self-distillation to the original model's logits (mean squared error)",
+        "epochs": epochs, "images": int(len(images)), "batch_size": batch_size, "optimizer": f"adam, lr {lr:g} cosine to 0",
+        "seed": seed, "float_head": head, "quantized_tensors": quantized_tensors(model, head),
+        "loss": [round(float(v), 5) for v in losses],
+        "simulated_agreement_before": agree_before, "simulated_agreement_after": agree_after,
+        "seconds": round(time.perf_counter() - t0, 1), "backend": keras.backend.backend(),
+    }
+    echo(f"    qat: simulated-int8 agreement with the original on 2,000 training images {100 * agree_before:.2f} % → "
+         f"{100 * agree_after:.2f} % ({info['seconds']:.0f} s)")
+    return tuned, info
+
+
+def calibrate_ranges(sim, images: np.ndarray, batch_size: int = BATCH_SIZE) -> None:
+    """Set every activation range to the min/max over `images` (the converter's own calibration rule)."""
+    quantizers = [layer for layer in sim.layers if hasattr(layer, "calibrating")]
+    for q in quantizers:
+        q.range_min.assign(0.0)
+        q.range_max.assign(0.0)
+        q.calibrating = True
+    try:
+        for start in range(0, len(images), batch_size):
+            sim(images[start:start + batch_size].astype(np.float32), training=False)
+    finally:
+        for q in quantizers:
+            q.calibrating = False
+
+
+def _agreement(model, images, teacher_logits) -> float:
+    pred = model.predict(images, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(pred, axis=-1) == np.argmax(teacher_logits, axis=-1)))

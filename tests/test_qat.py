@@ -1,0 +1,181 @@
+"""Quantization-aware fine-tuning (issue 15): pure Keras 3 fake quantization, self-distillation, `export --qat`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgecifar import qat, zoo
+from tests.conftest import run_cli
+from tests.test_backends import needs_jax
+from tests.test_export import copy_run
+
+
+def _logits_model(name):
+    from edgecifar.export.logits import logits_copy
+
+    copy, _ = logits_copy(zoo.create_model(name))
+    return copy
+
+
+def test_rounded_tensors_are_where_tflite_stores_int8():
+    """Conv→BN→ReLU and Add→ReLU fuse (one int8 tensor at the ReLU); a BN feeding an Add is its own tensor."""
+    model = _logits_model("resnet8_edge")
+    points = qat.quantized_tensors(model, qat.float_head(model))
+    assert qat.float_head(model) == "logits"
+    assert {"stem_relu", "s1b1a_relu", "s1b1b_bn", "s1b1_out", "s2b1_proj_bn", "pool"} <= set(points)
+    assert not {"stem_conv", "stem_bn", "s1b1a_conv", "s1b1a_bn", "scale_0_1", "pixels", "logits"} & set(points)
+    m1 = _logits_model("seed002_m1_cnn")
+    assert qat.quantized_tensors(m1, qat.float_head(m1)) == ["activation", "activation_1", "activation_2"]
+    # seed003: Conv2D(activation="relu") → BatchNorm cannot fuse: both outputs are int8 tensors of their own.
+    s3 = _logits_model("seed003_bn_cnn")
+    points = set(qat.quantized_tensors(s3, qat.float_head(s3)))
+    convs = [layer.name for layer in s3.layers if type(layer).__name__ == "Conv2D"]
+    bns = [layer.name for layer in s3.layers if type(layer).__name__ == "BatchNormalization"]
+    assert len(convs) == 6 and set(convs) <= points and set(bns) <= points
+
+
+def test_simulated_kernels_sit_on_a_per_channel_int8_grid(cifar):
+    import keras
+
+    model = _logits_model("resnet8_edge")
+    sim = qat.simulate_int8(model, qat.float_head(model))
+    conv = sim.get_layer("s2b1a_conv")
+    kernel = keras.ops.convert_to_numpy(conv.kernel)  # read through the fake quantizer
+    raw = keras.ops.convert_to_numpy(conv._kernel)
+    for c in range(kernel.shape[-1]):
+        step = np.abs(raw[..., c]).max() / 127
+        levels = kernel[..., c] / step
+        assert np.allclose(levels, np.round(levels), atol=1e-3) and np.abs(levels).max() <= 127 + 1e-3
+    assert not np.array_equal(kernel, raw)
+    head = sim.get_layer("logits")
+    assert np.array_equal(keras.ops.convert_to_numpy(head.kernel), keras.ops.convert_to_numpy(head._kernel))  # float head
+    # Calibrated on real images, the simulated model stays close to the float one (rounding, not breakage).
+    images = cifar.train.images[:256]
+    qat.calibrate_ranges(sim, images)
+    diff = np.abs(sim.predict(images, verbose=0) - model.predict(images, verbose=0)).max()
+    assert 0 < diff < 0.5
+
+
+def test_weights_round_trip_through_the_simulated_copy():
+    """Including layers inside fake-quant wrappers (resnet8_edge's s1b1b_bn feeds an Add: it is wrapped)."""
+    import keras
+
+    model = _logits_model("resnet8_edge")
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])  # not the initial values
+    sim = qat.simulate_int8(model, qat.float_head(model))
+    assert type(sim.get_layer("s1b1b_bn_int8").inner).__name__ == "BatchNormalization"
+    back = keras.models.clone_model(model)
+    qat.copy_weights(sim, back)
+    for a, b in zip(model.get_weights(), back.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="layers with weights differ"):
+        qat.copy_weights(sim, _logits_model("seed002_m1_cnn"))
+
+
+def test_training_moves_weights_but_not_ranges_or_batchnorm_statistics(cifar):
+    """fit() changes kernels only: activation ranges are set by calibration, BatchNorm is frozen (its fold must
+    stay the one the converter makes)."""
+    import keras
+
+    model = _logits_model("resnet8_edge")
+    sim = qat.simulate_int8(model, qat.float_head(model))
+    images = cifar.train.images[:256]
+    qat.calibrate_ranges(sim, images[:128])
+    ranges = {layer.name: (float(layer.range_min.numpy()), float(layer.range_max.numpy()))
+              for layer in sim.layers if hasattr(layer, "calibrating")}
+    assert all(lo <= 0 <= hi and hi > lo for lo, hi in ranges.values())
+    bn = sim.get_layer("stem_bn")
+    stats = [keras.ops.convert_to_numpy(v).copy() for v in (bn.moving_mean, bn.moving_variance)]
+    kernel = keras.ops.convert_to_numpy(sim.get_layer("stem_conv")._kernel).copy()
+    sim.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    sim.fit(images, model.predict(images, verbose=0), batch_size=64, epochs=1, verbose=0)
+    assert ranges == {layer.name: (float(layer.range_min.numpy()), float(layer.range_max.numpy()))
+                      for layer in sim.layers if hasattr(layer, "calibrating")}
+    assert all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(stats, (bn.moving_mean, bn.moving_variance)))
+    assert not np.array_equal(kernel, keras.ops.convert_to_numpy(sim.get_layer("stem_conv")._kernel))
+
+
+def test_fine_tune_returns_a_plain_tuned_model_and_says_what_it_did(cifar):
+    model = _logits_model("seed002_m1_cnn")
+    images = cifar.train.images[:512]
+    lines = []
+    tuned, info = qat.fine_tune(model, images, images[:128], head=qat.float_head(model), epochs=1, batch_size=64,
+                                lr=1e-3, echo=lines.append)
+    assert [type(layer).__name__ for layer in tuned.layers] == [type(layer).__name__ for layer in model.layers]
+    changed = [not np.array_equal(a, b) for a, b in zip(model.get_weights(), tuned.get_weights(), strict=True)]
+    assert any(changed)
+    assert info["epochs"] == 1 and info["images"] == 512 and len(info["loss"]) == 1 and info["float_head"] == "dense_1"
+    assert 0 <= info["simulated_agreement_before"] <= 1 and 0 <= info["simulated_agreement_after"] <= 1
+    assert any("qat epoch 1/1" in line for line in lines)
+    with pytest.raises(ValueError, match="at least 1 epoch"):
+        qat.fine_tune(model, images, images, epochs=0)
+
+
+def test_nested_models_are_refused():
+    """Transfer models nest their backbone: QAT says so instead of rewriting half a model."""
+    import keras
+
+    inputs = keras.Input((8,))
+    backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)], name="backbone")
+    model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
+    with pytest.raises(ValueError, match="nests model"):
+        qat.simulate_int8(model)
+
+
+@needs_jax
+def test_qat_runs_under_the_jax_backend(tmp_path, data_dir):
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        from edgecifar import data, qat, zoo
+        from edgecifar.export.logits import logits_copy
+        model, _ = logits_copy(zoo.create_model("seed002_m1_cnn"))
+        images = data.load({str(data_dir)!r}, splits=("train",)).train.images[:256]
+        tuned, info = qat.fine_tune(model, images, images[:64], head=qat.float_head(model), epochs=1, batch_size=64,
+                                    lr=1e-3, echo=print)
+        print("RESULT", keras.backend.backend(), info["backend"], len(info["loss"]))
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "RESULT jax jax 1" in res.stdout
+
+
+def test_export_qat_tunes_the_int8_source_and_checks_against_the_original(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    res = run_cli("export", run, "--formats", "tflite_int8", "--qat", "1", "--samples", "500", "--calib-samples", "100",
+                  "--plain-int8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((run / "export" / "export_report.json").read_text())
+    assert report["qat"]["epochs"] == 1 and report["qat"]["float_head"] == "dense_1"
+    (row,) = report["artifacts"]
+    assert row["status"] == "passed" and "quantization-aware fine-tuning" in row["conversion"]["logits"]
+    assert "## Quantization-aware fine-tuning" in (run / "export" / "export_report.md").read_text()
+    # The checks judge against the ORIGINAL model: the same Keras figure as an export without --qat, other bytes.
+    plain_out = tmp_path / "plain"
+    res = run_cli("export", run, "--formats", "tflite_int8", "--samples", "500", "--calib-samples", "100", "--plain-int8",
+                  "--out", plain_out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    plain = json.loads((plain_out / "export_report.json").read_text())
+    assert plain["check"]["keras_accuracy"] == report["check"]["keras_accuracy"] and "qat" not in plain or not plain["qat"]
+    assert plain["artifacts"][0]["sha256"] != row["sha256"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16", "--qat", "1"], "--qat tunes the int8 formats"),
+    (["--int8", "--per-tensor", "--qat", "1"], "--qat simulates per-channel weights"),
+    (["--int8", "--qat", "-1"], "-1 is not in the range x>=0"),
+])
+def test_bad_qat_use_is_one_line(tiny_run, tmp_path, args, message):
+    run = copy_run(tiny_run, tmp_path)
+    res = run_cli("export", run, *args)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert message in res.stderr
+    assert not (run / "export").exists() or not any((run / "export").iterdir())
