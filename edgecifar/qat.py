@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -282,8 +283,10 @@ def calibrate_ranges(sim, images: np.ndarray, batch_size: int = BATCH_SIZE) -> N
         q.range_max.assign(0.0)
         q.calibrating = True
     try:
-        for start in range(0, len(images), batch_size):
-            sim(images[start:start + batch_size].astype(np.float32), training=False)
+        with warnings.catch_warnings():  # the clone lists its one input; a bare batch is what predict() feeds too
+            warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+            for start in range(0, len(images), batch_size):
+                sim(images[start:start + batch_size].astype(np.float32), training=False)
     finally:
         for q in quantizers:
             q.calibrating = False
