@@ -12,7 +12,6 @@ side's kernels on the same machine (not bit for bit the other CPU: its SIMD code
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
