@@ -405,12 +405,12 @@ class _Sources:
 
 
 def _check_qat(model) -> None:
+    # The trained model itself: the logits copy QAT later tunes has the same layers less a softmax, so what
+    # this refuses (nested models, depthwise layers, bare ops) is the same, without cloning the model twice.
     from .. import qat
-    from .logits import logits_copy
 
-    copy, _ = logits_copy(model)
     try:
-        qat.check_supported(copy if copy is not None else model)
+        qat.check_supported(model)
     except ValueError as e:
         raise UserError(f"--qat: {e}; export without --qat") from None
 
