@@ -168,15 +168,16 @@ def check_supported(model) -> None:
         raise ValueError(f"QAT needs a model built from layers only; {model.name} has bare ops {', '.join(bare[:3])}")
 
 
-def simulate_int8(model, head: str | None = None):
+def simulate_int8(model, head: str | None = None, points: list[str] | None = None):
     """A copy of `model` (same weights) that computes with int8 rounding where TFLite's int8 does.
 
     `head`: the name of a Dense left in float (the float-head artifact's final layer), else None.
+    `points`: quantized_tensors(model, head), when the caller already has it.
     Raises ValueError for models this cannot rewrite (check_supported).
     """
     keras = _keras()
     check_supported(model)
-    points = set(quantized_tensors(model, head))
+    points = set(quantized_tensors(model, head) if points is None else points)
     classes = {"Conv2D": _qat_class(keras.layers.Conv2D), "Dense": _qat_class(keras.layers.Dense)}
     fake_quant = _fake_quant_layer()
 
@@ -244,7 +245,9 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
     teacher = model.predict(images, batch_size=256, verbose=0).astype(np.float32)
-    sim = simulate_int8(model, head)
+    check_supported(model)  # before the graph walk, which assumes a flat model
+    points = quantized_tensors(model, head)
+    sim = simulate_int8(model, head, points)
     steps = epochs * math.ceil(len(images) / batch_size)
     sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
                 loss=keras.losses.MeanSquaredError())
@@ -265,7 +268,7 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
         "method": "quantization-aware fine-tuning (edgecifar/qat.py): int8-simulated weights (per channel, symmetric) "
                   "and activations (per tensor), self-distillation to the original model's logits (mean squared error)",
         "epochs": epochs, "images": int(len(images)), "batch_size": batch_size, "optimizer": f"adam, lr {lr:g} cosine to 0",
-        "seed": seed, "float_head": head, "quantized_tensors": quantized_tensors(model, head),
+        "seed": seed, "float_head": head, "quantized_tensors": points,
         "loss": [round(float(v), 5) for v in losses],
         "simulated_agreement_before": agree_before, "simulated_agreement_after": agree_after,
         "seconds": round(time.perf_counter() - t0, 1), "backend": keras.backend.backend(),

@@ -72,7 +72,7 @@ def validation_reference(keras_model, train: cifar.Split, data_info: dict, calib
     if fingerprint is not None and data_info.get("fingerprint") and data_info["fingerprint"] != fingerprint:
         return None, "the export reads other CIFAR-10 files than the run trained on: its validation split is not known"
     seed = int(data_info.get("seed") or 0)
-    idx = cifar.validation_indices(train.labels, val_size, seed)  # the very slice train_val_split held out
+    idx = cifar.run_validation_indices(train.labels, data_info)  # the very slice train_val_split held out
     kept = np.setdiff1d(idx, np.asarray(calibration_indices if calibration_indices is not None else [], int))
     if len(kept) < MIN_VALIDATION:
         return None, (f"only {len(kept)} of the run's {val_size} validation images are not calibration images "

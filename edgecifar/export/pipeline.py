@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import defaults
 from ..device import metadata as meta_io
 from ..errors import UserError
-from ..files import ensure_writable_dir, fsync, scratch_dir
+from ..files import ensure_writable_dir, fsync, scratch_dir, sha256_file
 from ..quiet import import_tensorflow
 from .formats import INT8_FORMATS, artifact_name, select_formats
 
@@ -33,74 +33,48 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     qat_epochs: before the int8 conversions, fine-tune the int8 source model that many epochs with int8
     simulated (edgecifar/qat.py); every artifact is still checked against the original model.
     """
-    from .. import data as cifar
     from .. import runs
-    from ..files import sha256_file
-    from . import check as checking
     from . import report as reporting
-    from .calibration import CalibrationSet, validate_count
 
     t_start = time.perf_counter()
     fmts = select_formats(formats)
-    _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
-    needs_calib = any(f in INT8_FORMATS for f in fmts)
-    if qat_epochs and not needs_calib:
-        raise UserError(f"--qat tunes the int8 formats, and none was asked for: add --int8 (formats: {', '.join(fmts)})")
-    if qat_epochs and not per_channel:
-        raise UserError("--qat simulates per-channel weights, as the default export: drop --per-tensor, or --qat")
-    if needs_calib:
-        validate_count(calib_samples)  # the lower bound now, before anything slow; the upper once data is loaded
+    needs_calib = _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel)
 
     # 1. The source model.
     src = load_source(run_dir, runs_dir)
     echo(f"model: {src.name} from {src.model_path} (input {src.input_shape}, {len(fmts)} format(s): {', '.join(fmts)})")
-    run, model_path, manifest, keras_model, model_name = src.run, src.model_path, src.manifest, src.keras_model, src.name
     if qat_epochs:  # before any data loads or any old report goes
-        _check_qat(keras_model)
+        _check_qat(src.keras_model)
 
     # 2. Data: the test split judges, the training split calibrates.
-    ds = cifar.load(data_dir, splits=("train", "test") if needs_calib else ("test",))
-    calib = None
-    if needs_calib:
-        calib = CalibrationSet.from_training_split(ds.train, calib_samples, seed=0, fingerprint=ds.fingerprint, echo=echo)
-        echo(f"calibration: {len(calib)} training images, stratified by class (seed 0); TFLite and ONNX use the same ones")
+    ds, calib = _load_data(data_dir, needs_calib, calib_samples, echo)
 
     # 3. Output directory, proven writable before any conversion.
-    out = Path(out_dir) if out_dir else run / "export"
+    out = Path(out_dir) if out_dir else src.run / "export"
     ensure_writable_dir(out, "--out")
     # An old report must never describe bytes this run may replace: it goes first and comes back last.
     for old in reporting.report_paths(out):
         old.unlink(missing_ok=True)
 
-    ref = checking.reference(keras_model, ds.test, check_samples, echo)
-    val_ref, no_val = None, "no int8 format"
-    if needs_calib:  # int8's Δ also on held-back validation images: calibration must not fit the test set by luck
-        val_ref, no_val = checking.validation_reference(keras_model, ds.train, manifest.get("data") or {}, calib.indices, echo,
-                                                        fingerprint=ds.fingerprint)
-    source_model = {"sha256": sha256_file(model_path), "run": str(run),
-                    "keras_test_accuracy": (manifest.get("metrics") or {}).get("test_accuracy")}
-    class_names = manifest.get("class_names") or ds.class_names
+    # 4. What every artifact is judged against: Keras on the test images, and on held-back validation images.
+    ref, val_ref, no_val = _references(src, ds, calib, check_samples, echo)
+    source_model = {"sha256": sha256_file(src.model_path), "run": str(src.run),
+                    "keras_test_accuracy": (src.manifest.get("metrics") or {}).get("test_accuracy")}
     versions = runs.library_versions()
-    preprocessing = manifest.get("preprocessing") or {}
+    metadata = _metadata_builder(src, ds, calib, source_model, versions)
 
-    def metadata(fmt, io, conversion, output_kind="probabilities"):
-        return meta_io.build(model=model_name, fmt=fmt, class_names=class_names, input_shape=src.input_shape,
-                             preprocessing=preprocessing, input_dtype=io["input_dtype"], input_quant=io["input_quant"],
-                             output_dtype=io["output_dtype"], output_quant=io["output_quant"], source_model=source_model,
-                             calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
-                             tool=versions, conversion=conversion, output_kind=output_kind)
-
-    # 4. Convert, write, check — format by format; 5. optional quantization debugging.
+    # 5. Convert, write, check — format by format; then optional quantization debugging.
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
-    tune = _qat_tuner(_tuning_images(ds.train, manifest.get("data") or {}), calib.images, qat_epochs, echo) \
+    tune = _qat_tuner(_tuning_images(ds.train, src.manifest.get("data") or {}), calib.images, qat_epochs, echo) \
         if qat_epochs else None
     artifacts, debug_paths, qat_info = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
                                                     debug_quant, echo, tune)
 
+    # 6. The report, written last.
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
                 "tflite_quantizer": "TFLiteConverter (TF 2.x MLIR quantizer)"}
-    report = _report(command or f"edgecifar.export.export_run({str(run)!r}, formats={fmts})", src, source_model, ref, ds, calib,
-                     val_ref, no_val, fmts, settings, artifacts, debug_paths, _max_drop(artifacts, max_drop), versions,
+    report = _report(command or f"edgecifar.export.export_run({str(src.run)!r}, formats={fmts})", src, source_model, ref, ds,
+                     calib, val_ref, no_val, fmts, settings, artifacts, debug_paths, _max_drop(artifacts, max_drop), versions,
                      time.perf_counter() - t_start)
     report["qat"] = qat_info
     json_path, md_path = reporting.save(report, out)
@@ -109,8 +83,64 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     echo(f"\nwrote {json_path} and {md_path.name}")
     if report["max_drop"] and report["max_drop"]["exceeded"]:
         echo(f"--max-drop {max_drop:g} pp exceeded by: {', '.join(report['max_drop']['exceeded'])}")
-    _next_steps(artifacts, run, echo)
+    _next_steps(artifacts, src.run, echo)
     return report
+
+
+def _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel) -> bool:
+    """Every option checked before anything slow or written (UserError); returns whether int8 needs calibration."""
+    from .calibration import validate_count
+
+    _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
+    needs_calib = any(f in INT8_FORMATS for f in fmts)
+    if qat_epochs and not needs_calib:
+        raise UserError(f"--qat tunes the int8 formats, and none was asked for: add --int8 (formats: {', '.join(fmts)})")
+    if qat_epochs and not per_channel:
+        raise UserError("--qat simulates per-channel weights, as the default export: drop --per-tensor, or --qat")
+    if needs_calib:
+        validate_count(calib_samples)  # the lower bound now, before anything slow; the upper once data is loaded
+    return needs_calib
+
+
+def _load_data(data_dir, needs_calib: bool, calib_samples: int, echo):
+    """(CIFAR-10 splits, the calibration set or None): the training split is read only when int8 calibrates."""
+    from .. import data as cifar
+    from .calibration import CalibrationSet
+
+    ds = cifar.load(data_dir, splits=("train", "test") if needs_calib else ("test",))
+    if not needs_calib:
+        return ds, None
+    calib = CalibrationSet.from_training_split(ds.train, calib_samples, seed=0, fingerprint=ds.fingerprint, echo=echo)
+    echo(f"calibration: {len(calib)} training images, stratified by class (seed 0); TFLite and ONNX use the same ones")
+    return ds, calib
+
+
+def _references(src, ds, calib, check_samples, echo):
+    """(test reference, validation reference or None, why there is none)."""
+    from . import check as checking
+
+    ref = checking.reference(src.keras_model, ds.test, check_samples, echo)
+    if calib is None:
+        return ref, None, "no int8 format"
+    # int8's Δ also on held-back validation images: calibration must not fit the test set by luck.
+    val_ref, no_val = checking.validation_reference(src.keras_model, ds.train, src.manifest.get("data") or {},
+                                                    calib.indices, echo, fingerprint=ds.fingerprint)
+    return ref, val_ref, no_val
+
+
+def _metadata_builder(src, ds, calib, source_model: dict, versions: dict):
+    """metadata(fmt, io, conversion, output_kind) -> the artifact's edgecifar metadata (device/metadata.py)."""
+    class_names = src.manifest.get("class_names") or ds.class_names
+    preprocessing = src.manifest.get("preprocessing") or {}
+
+    def metadata(fmt, io, conversion, output_kind="probabilities"):
+        return meta_io.build(model=src.name, fmt=fmt, class_names=class_names, input_shape=src.input_shape,
+                             preprocessing=preprocessing, input_dtype=io["input_dtype"], input_quant=io["input_quant"],
+                             output_dtype=io["output_dtype"], output_quant=io["output_quant"], source_model=source_model,
+                             calibration=calib.describe() if (calib is not None and fmt in INT8_FORMATS) else None,
+                             tool=versions, conversion=conversion, output_kind=output_kind)
+
+    return metadata
 
 
 def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, settings, artifacts, debug_paths, max_drop,
@@ -422,10 +452,8 @@ def _tuning_images(train, data_info: dict):
 
     from .. import data as cifar
 
-    if data_info.get("limit"):
-        return train.images
-    held = cifar.validation_indices(train.labels, int(data_info.get("val_images") or 0), int(data_info.get("seed") or 0))
-    return np.delete(train.images, held, axis=0)
+    held = cifar.run_validation_indices(train.labels, data_info)
+    return train.images if held is None else np.delete(train.images, held, axis=0)
 
 
 def _qat_tuner(images, calibration, epochs: int, echo):
