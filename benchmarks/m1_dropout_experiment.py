@@ -14,12 +14,13 @@ Results: benchmarks/results/training_m1_investigation.md.
 
 import argparse
 
+from edgecifar import defaults
 from edgecifar.train import train
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("rates", help="two dropout rates, e.g. 0.2,0.2")
 ap.add_argument("--runs-dir", default="runs-exp")
-ap.add_argument("--val-size", type=int, default=5000, help="0 trains on all 50,000 images")
+ap.add_argument("--val-size", type=int, default=defaults.VAL_SIZE, help="0 trains on all 50,000 images")
 ap.add_argument("--lr", type=float, help="override RMSprop's learning rate (default 1e-3)")
 args = ap.parse_args()
 rates = tuple(float(x) for x in args.rates.split(","))

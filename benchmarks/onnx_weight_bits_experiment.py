@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecifar import data
+from edgecifar import data, defaults
 from edgecifar.export import onnx_export
 from edgecifar.export.logits import logits_copy
 from edgecifar.files import write_text
 from edgecifar.runs import load_model, read_manifest
 
-CALIB_SAMPLES = 500  # the exporter's default, same stratified selection (seed 0)
+CALIB_SAMPLES = defaults.CALIB_SAMPLES  # the exporter's default, same stratified selection (seed 0)
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("run", type=Path)
@@ -42,7 +42,7 @@ images, labels = ds.test.images[idx].astype(np.float32), ds.test.labels[idx]
 model = logits_copy(load_model(args.run / "model.keras"))[0]
 keras_top1 = np.argmax(model.predict(images, verbose=0), 1)
 print(f"keras top-1 {np.mean(keras_top1 == labels):.2%} on {len(labels)} test images", flush=True)
-float_proto = onnx_export.keras_to_onnx(model, 17, "logits")
+float_proto = onnx_export.keras_to_onnx(model, defaults.ONNX_OPSET, "logits")
 
 
 def top1(proto, fused: bool) -> np.ndarray:

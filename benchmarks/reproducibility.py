@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from edgecifar import machine
 
 ARGS = ["train", "seed002_m1_cnn", "--epochs", "2", "--limit", "5000", "--samples", "2000"]
 
@@ -45,10 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/reproducibility.md"))
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
+    cpu, flags = machine.cpu_model(), machine.cpu_flags()
     default = "1" if "avx512_vnni" in flags or "amx_int8" in flags else "0"
     other = "0" if default == "1" else "1"
     rows = []

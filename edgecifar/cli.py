@@ -92,9 +92,9 @@ def models_cmd(as_json):
             "default": name == zoo.DEFAULT_MODEL,
         })
     if as_json:
-        import json
+        from .files import dumps
 
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(dumps(rows, indent=2))
         return
     for r in rows:
         star = " (default)" if r["default"] else ""
@@ -204,11 +204,9 @@ def evaluate_cmd(run, data_dir, corruptions, samples, seed, as_json):
 
         result = evaluate(run_dir, data_dir=data_dir, echo=echo)
     if as_json:
-        import json
+        from .files import dumps
 
-        from .files import json_default
-
-        click.echo(json.dumps(result, indent=2, default=json_default))
+        click.echo(dumps(result, indent=2))
 
 
 def main(argv=None):

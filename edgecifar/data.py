@@ -285,14 +285,6 @@ def validation_indices(labels: np.ndarray, val_size: int, seed: int = 0) -> np.n
     return stratified_indices(labels, val_size, seed)
 
 
-def run_validation_indices(labels: np.ndarray, data_info: dict) -> np.ndarray | None:
-    """The validation images a run held out, from its manifest's "data" section (val_images, seed), as
-    positions in the training split; None for a --limit run, whose subset is not reconstructed."""
-    if data_info.get("limit"):
-        return None
-    return validation_indices(labels, int(data_info.get("val_images") or 0), int(data_info.get("seed") or 0))
-
-
 def train_val_split(split: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
     """Hold out a stratified validation slice of the *training* set (the test set is never used to tune)."""
     if val_size <= 0:

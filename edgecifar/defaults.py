@@ -10,6 +10,7 @@ EVAL_BATCH = 256
 
 # Export: representative images for int8 calibration, from the training split, stratified by class.
 CALIB_SAMPLES = 500
+CALIB_BATCH = 50  # images per batch of the ONNX calibration reader (export/calibration.onnx_reader)
 ONNX_OPSET = 17
 # Largest accepted top-1 drop vs Keras, in percentage points. Float32 should be bit-for-bit close (one
 # flipped image in 10,000 is 0.01 pp); float16 rounding may flip a borderline image; int8 and

@@ -139,13 +139,19 @@ def write_text(path, text: str) -> None:
 
 
 def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+    write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps through the one JSON sanitiser (json_finite, json_default): what every file and --json output uses."""
+    return json.dumps(json_finite(obj), default=json_default, **kw)
 
 
 def json_finite(value):
     """`value` with every NaN and infinity (JSON has neither; browsers and strict parsers reject them) as null.
 
-    With json_default, the one JSON sanitiser: reports, the debug reports and the live view's stats use both.
+    With json_default, the one JSON sanitiser (files.dumps, files.write_json): reports, the debug reports,
+    the --json outputs and the live view's stats use both.
     A null where a quality figure was infinite means "no error at all" (an SQNR of a lossless tensor)."""
     import math
 
@@ -163,9 +169,9 @@ def json_default(o):
     import numpy as np
 
     if isinstance(o, np.generic):
-        return o.item()
+        return json_finite(o.item())
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return json_finite(o.tolist())
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
@@ -203,8 +209,16 @@ def ensure_writable_dir(out, option: str = "--out") -> None:
         raise UserError(f"cannot write to output directory {out}: {e.strerror or e}; pass {option} to a writable folder") from None
 
 
-def human_size(n) -> str:
-    """Bytes as people read them, in binary units spelled as such: 197 KiB, 2.34 MiB (1 KiB = 1024 bytes)."""
+SIZE_UNITS = {"KiB": (1 << 10, ".0f"), "MiB": (1 << 20, ".2f")}  # unit: (bytes, default number format)
+
+
+def human_size(n, unit: str | None = None, spec: str | None = None) -> str:
+    """Bytes as people read them, in binary units spelled as such: 197 KiB, 2.34 MiB (1 KiB = 1024 bytes).
+
+    `unit` ("KiB" or "MiB") fixes the unit, for sizes compared side by side; `spec` the number's format
+    (default .0f for KiB, .2f for MiB; "+.1f" for a signed difference)."""
     if n is None:
         return "-"
-    return f"{n / 1024:.0f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+    unit = unit or ("KiB" if n < 1 << 20 else "MiB")
+    scale, default_spec = SIZE_UNITS[unit]
+    return f"{n / scale:{spec or default_spec}} {unit}"

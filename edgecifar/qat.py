@@ -37,6 +37,8 @@ import warnings
 
 import numpy as np
 
+from . import defaults
+
 # --- knobs ---------------------------------------------------------------------------------
 EPOCHS = 2  # `edgecifar export --qat N` overrides
 LEARNING_RATE = 1e-5  # Adam, cosine to 0: small steps, the model is already trained
@@ -244,7 +246,7 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
     t0 = time.perf_counter()
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
-    teacher = model.predict(images, batch_size=256, verbose=0).astype(np.float32)
+    teacher = model.predict(images, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
     check_supported(model)  # before the graph walk, which assumes a flat model
     points = quantized_tensors(model, head)
     sim = simulate_int8(model, head, points)
@@ -296,5 +298,5 @@ def calibrate_ranges(sim, images: np.ndarray, batch_size: int = BATCH_SIZE) -> N
 
 
 def _agreement(model, images, teacher_logits) -> float:
-    pred = model.predict(images, batch_size=256, verbose=0)
+    pred = model.predict(images, batch_size=defaults.EVAL_BATCH, verbose=0)
     return float(np.mean(np.argmax(pred, axis=-1) == np.argmax(teacher_logits, axis=-1)))

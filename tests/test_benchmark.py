@@ -198,6 +198,23 @@ def test_timing_loop_honours_runs_and_seconds():
     assert stats["seconds"] >= 0.05 and stats["runs"] > 1
 
 
+def test_threads_all_is_the_usable_cores():
+    from edgecifar import machine
+
+    assert cells.parse_threads("1,all") == sorted({1, machine.usable_cores()})
+
+
+def test_committed_results_rerender_identically():
+    """results.csv (RSS in MiB: rss_mib, rss_delta_mib) is rendered from results.json alone, without measuring."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    found = sorted(root.glob("**/results.csv"))
+    assert found
+    for path in found:
+        res = json.loads((path.parent / "results.json").read_text())
+        assert report.to_csv(res) == path.read_text(), path
+        assert {"rss_mib", "rss_delta_mib"} <= set(path.read_text().splitlines()[0].split(","))
+
+
 def test_pareto_front():
     pts = [(1.0, 60.0), (2.0, 70.0), (3.0, 65.0), (0.5, 50.0), (2.0, 69.0)]
     assert metrics.pareto_front(pts) == [3, 0, 1]

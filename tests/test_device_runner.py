@@ -597,3 +597,154 @@ def test_kernels_choice_is_checked(artifacts, video):
     res = run_cli("run", artifacts["tflite_int8"], "--source", video, "--kernels", "builtin", "--max-frames", "5", "--json")
     assert res.returncode == 0, res.stderr
     assert "builtin kernels" in res.stderr and len(json_lines(res.stdout)) == 5
+
+
+# --- the artifact contract, enforced in Classifier (small hand-built models: no training, no TensorFlow) ----------
+
+TINY_CLASSES = [f"class{i}" for i in range(10)]
+
+
+def tiny_meta(**input_fields) -> dict:
+    """What export writes for a float ONNX artifact (metadata.build), with `input_fields` changed."""
+    from edgecifar.device import metadata
+
+    meta = metadata.build(model="tiny", fmt="onnx_float32", class_names=TINY_CLASSES, input_shape=(32, 32, 3),
+                          preprocessing={}, input_dtype="float32", input_quant=None, output_dtype="float32",
+                          output_quant=None, source_model={}, calibration=None, tool={}, output_kind="logits")
+    meta["input"].update(input_fields)
+    return meta
+
+
+def tiny_onnx(path: Path, meta: dict | None, classes: int = 10, out_shape=None) -> Path:
+    """A float32 NHWC 32x32x3 → logits ONNX model (mean of each channel times a fixed 3 x classes matrix): its
+    output depends on the channel order. out_shape: the declared output shape (["N", "C"] makes it symbolic)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(0, 0.05, (3, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0), helper.make_node("MatMul", ["m", "w"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 32, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape or ["N", classes])],
+        [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if meta is not None:
+        helper.set_model_props(model, {"edgecifar": json.dumps(meta)})
+    onnx.save(model, str(path))
+    return path
+
+
+def coloured_images(n: int = 6) -> np.ndarray:
+    """uint8 RGB images whose three channels have clearly different means (a channel swap changes the output)."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (n, 1, 1, 3))
+    return np.clip(base + rng.integers(-20, 21, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
+
+
+def _patched_bundled_meta(monkeypatch, **changes):
+    """The bundled default .tflite with its metadata changed as a stale or foreign description would be."""
+    from edgecifar.device import metadata
+    from edgecifar.device.cli import default_model
+
+    real = metadata.read(default_model())
+    meta = json.loads(json.dumps(real))
+    for key, value in changes.items():
+        side, field = key.split("__")
+        meta[side][field] = value
+    monkeypatch.setattr(metadata, "read", lambda path: meta)
+    return default_model()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("channels", 1, "metadata says 1 input channels"),
+    ("dtype", "uint8", "metadata says input dtype uint8 but the model's tensor is float32"),
+    ("layout", "NCHW", "metadata says input layout 'NCHW'"),
+    ("color_order", "YUV", "input color order 'YUV'"),
+])
+def test_onnx_metadata_disagreeing_with_the_model_is_refused(field, value, message, tmp_path):
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.errors import UserError
+
+    model = tiny_onnx(tmp_path / "tiny.onnx", tiny_meta(**{field: value}))
+    with pytest.raises(UserError, match=message):
+        Classifier(model)
+
+
+def test_output_dtype_disagreeing_with_the_model_is_refused_in_one_line(tmp_path):
+    meta = tiny_meta()
+    meta["output"]["dtype"] = "int8"
+    model = tiny_onnx(tmp_path / "tiny.onnx", meta)
+    res = run_cli("run", model, "--source", tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == (f"edgecifar: error: {model}: metadata says output dtype int8 but the model's tensor is "
+                                  "float32; the metadata is stale, re-export the model")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"input__channels": 4}, "metadata says 4 input channels"),
+    ({"input__dtype": "int8"}, "metadata says input dtype int8 but the model's tensor is uint8"),
+    ({"output__dtype": "uint8"}, "metadata says output dtype uint8 but the model's tensor is float32"),
+])
+def test_tflite_metadata_disagreeing_with_the_model_is_refused(changes, message, monkeypatch):
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        Classifier(_patched_bundled_meta(monkeypatch, **changes))
+
+
+def test_a_bgr_artifact_is_honoured_by_classifier_and_frame_classifier_alike(tmp_path, monkeypatch):
+    """color_order is applied in Classifier.quantize_input: predict (export check, evaluate, benchmark) and the
+    runner's FrameClassifier feed the model the same BGR tensor."""
+    from edgecifar.device.frame_loop import FrameClassifier
+    from edgecifar.device.runtime import Classifier
+
+    rgb = coloured_images()
+    as_rgb = Classifier(tiny_onnx(tmp_path / "rgb.onnx", tiny_meta()))
+    as_bgr = Classifier(tiny_onnx(tmp_path / "bgr.onnx", tiny_meta(color_order="BGR")))
+    assert (as_rgb.color_order, as_bgr.color_order) == ("RGB", "BGR")
+    p_bgr = as_bgr.predict(rgb)
+    np.testing.assert_allclose(p_bgr, as_rgb.predict(_bgr(rgb)), atol=1e-6)  # the model saw B, G, R
+    assert np.abs(p_bgr - as_rgb.predict(rgb)).max() > 0.01                 # and that made a difference
+    frames = FrameClassifier(as_bgr, k=10, smooth=None)
+    for img, want in zip(rgb, p_bgr):
+        top, _ = frames(camera_frame(img))  # a 640x480 camera frame: crop + INTER_AREA recover the 32x32 image
+        got = np.zeros(10)
+        for i, _, conf in top:
+            got[i] = conf
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+    # TFLite: the same single place (the bundled int8 model, its metadata saying BGR).
+    plain = Classifier(_patched_bundled_meta(monkeypatch))
+    swapped = Classifier(_patched_bundled_meta(monkeypatch, input__color_order="bgr"))
+    assert swapped.color_order == "BGR"
+    np.testing.assert_array_equal(swapped.quantize_input(rgb), plain.quantize_input(_bgr(rgb)))
+    np.testing.assert_array_equal(swapped.predict(rgb), plain.predict(_bgr(rgb)))
+
+
+def test_old_artifacts_with_resize_and_layout_still_load(tmp_path):
+    """build() no longer writes input.resize (nobody read it); artifacts exported with it load unchanged."""
+    from edgecifar.device.cli import default_model
+    from edgecifar.device.runtime import Classifier
+
+    bundled = Classifier(default_model())  # exported before the change: carries resize and layout
+    assert bundled.meta["input"]["resize"] and bundled.meta["input"]["layout"] == "NHWC"
+    assert "resize" not in tiny_meta()["input"] and tiny_meta()["input"]["layout"] == "NHWC"
+    old = tiny_onnx(tmp_path / "old.onnx", tiny_meta(resize="center-crop to square, cv2.INTER_AREA", layout="NHWC"))
+    new = tiny_onnx(tmp_path / "new.onnx", tiny_meta())
+    rgb = coloured_images()
+    np.testing.assert_array_equal(Classifier(old).predict(rgb), Classifier(new).predict(rgb))
+
+
+def test_onnx_symbolic_output_dimension_is_checked_against_the_model(tmp_path):
+    """With a symbolic output dimension the class count comes from one probe inference, not from the class names."""
+    from edgecifar.device.runtime import Classifier
+    from edgecifar.errors import UserError
+
+    meta = tiny_meta()
+    clf = Classifier(tiny_onnx(tmp_path / "ok.onnx", meta, out_shape=["N", "C"]))
+    assert clf.num_classes == 10 and clf.predict(coloured_images()).shape == (6, 10)
+    meta["class_names"] = TINY_CLASSES[:5]
+    with pytest.raises(UserError, match="5 class names for a model with 10 outputs"):
+        Classifier(tiny_onnx(tmp_path / "stale.onnx", meta, out_shape=["N", "C"]))

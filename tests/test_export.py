@@ -389,7 +389,7 @@ def test_max_drop_fails_the_command_when_int8_loses_more(full_export, tiny_run, 
 def test_calibration_set_is_stratified_reproducible_and_described():
     from edgecifar.data import Split
     from edgecifar.errors import UserError
-    from edgecifar.export.calibration import CalibrationSet, validate_count
+    from edgecifar.export.calibration import CalibrationSet, onnx_reader, validate_count
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(10), 30)
@@ -402,7 +402,7 @@ def test_calibration_set_is_stratified_reproducible_and_described():
     batches = list(a.tflite_representative_dataset())
     assert len(batches) == 55 and batches[0][0].dtype == np.float32 and batches[0][0].shape == (1, 32, 32, 3)
     assert np.array_equal(batches[7][0][0], split.images[a.indices[7]].astype(np.float32))  # raw 0..255, unscaled
-    reader = a.onnx_reader("pixels", batch_size=10)
+    reader = onnx_reader(a.images, "pixels", batch_size=10)
     fed = []
     while (item := reader.get_next()) is not None:
         fed.append(item["pixels"])
@@ -413,6 +413,31 @@ def test_calibration_set_is_stratified_reproducible_and_described():
     for n in (0, 9, 301):
         with pytest.raises(UserError):
             validate_count(n, 300)
+
+
+# --- report formatting (no TensorFlow) ----------------------------------------------------
+
+
+def test_committed_export_reports_rerender_identically():
+    """export_report.md is rendered from export_report.json alone: the committed pairs agree byte for byte."""
+    from edgecifar.export import report
+
+    found = sorted((Path(__file__).resolve().parents[1] / "export" / "reports").glob("*/export_report.json"))
+    assert found
+    for path in found:
+        assert report.markdown(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path
+
+
+def test_one_size_formatter_and_one_json_sanitiser(tmp_path):
+    from edgecifar.files import dumps, human_size, write_json
+
+    assert [human_size(n) for n in (None, 201728, (1 << 20) - 1, 2453000)] == ["-", "197 KiB", "1024 KiB", "2.34 MiB"]
+    assert human_size(2485624, "KiB") == "2427 KiB" and human_size(-1536, "KiB", "+.1f") == "-1.5 KiB"
+    value = {"a": float("nan"), "b": np.float32("inf"), "c": np.array([1.0, np.nan]), "d": (1, float("-inf")), "p": tmp_path}
+    expected = {"a": None, "b": None, "c": [1.0, None], "d": [1, None], "p": str(tmp_path)}
+    assert json.loads(dumps(value)) == expected
+    write_json(tmp_path / "x.json", value)
+    assert json.loads((tmp_path / "x.json").read_text()) == expected and "NaN" not in (tmp_path / "x.json").read_text()
 
 
 # --- logits for int8 (in process, tiny Keras models) ---------------------------------------

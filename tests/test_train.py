@@ -85,6 +85,30 @@ def test_transfer_training_honours_lr(data_dir, tmp_path, monkeypatch):
     assert np.abs(moved - initial).max() > 1e-3
 
 
+def test_transfer_training_uses_the_recipes_optimizer(data_dir, tmp_path, monkeypatch):
+    """The head is fitted with the recipe's optimizer (both transfer recipes say Adam, so a hard-coded Adam
+    would pass the --lr test above): an SGD recipe must fit the head with SGD at its learning rate."""
+    import dataclasses
+
+    from edgecifar import transfer
+
+    monkeypatch.setenv("EDGECIFAR_CACHE", str(tmp_path / "cache"))
+    made = []
+
+    def spy(recipe, steps, total_epochs):
+        made.append(transfer_make(recipe, steps, total_epochs))
+        return made[-1]
+
+    transfer_make = transfer.make_optimizer
+    monkeypatch.setattr(transfer, "make_optimizer", spy)
+    recipe = zoo.model_info("seed004_mobilenetv2_transfer").recipe
+    sgd = dataclasses.replace(recipe, optimizer="sgd", optimizer_args={"learning_rate": 0.05, "momentum": 0.5})
+    train("seed004_mobilenetv2_transfer", recipe=sgd, data_dir=data_dir, runs_dir=tmp_path, epochs=1, limit=256,
+          test_limit=100, backbone_weights=MOBILENET_035, echo=lambda *_: None)
+    assert len(made) == 1 and type(made[0]).__name__ == "SGD"
+    assert float(made[0].learning_rate) == pytest.approx(0.05) and float(made[0].momentum) == pytest.approx(0.5)
+
+
 def test_experiments_pass_factory_kwargs_and_a_label_without_patching_the_registry(data_dir, tmp_path):
     """timm-style: train(name, model_kwargs=...) builds zoo.create_model(name, **kwargs) and records it."""
     before = dict(zoo._REGISTRY)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as cifar
-from .. import runs
+from .. import machine, runs
 from ..device import metadata
 from ..errors import UserError
 from ..files import scratch_dir, sha256_file
@@ -99,15 +99,13 @@ def _mmss(s: float) -> str:
 def machine_info() -> dict:
     import platform
 
-    from .. import machine
-
     return {"cpu": machine.cpu_model(), "cores": os.cpu_count(), "usable_cores": machine.usable_cores(),
             "memory_gb": machine.memory_gb(), "platform": platform.platform(), "libraries": runs.library_versions(),
             "git_commit": runs.git_commit()}
 
 
 def parse_threads(text: str) -> list[int]:
-    cores = os.cpu_count() or 1
+    cores = machine.usable_cores()  # "all": the cores this process may use (its CPU affinity), not the machine's
     out = []
     for part in text.split(","):
         part = part.strip().lower()

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from .. import defaults
 from ..errors import UserError
 from ..files import human_size, write_json, write_text
 from ..machine import load_note
@@ -29,7 +30,7 @@ CSV_COLUMNS = [
     "model", "format", "threads", "status", "error", "sha256", "runtime", "method", "input_dtype", "size_bytes", "samples",
     "top1", "top1_delta_pp", "agreement", "max_abs_class_delta_pp",
     "p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs", "fps_batch1", "batch", "throughput_ips",
-    "load_ms", "import_ms", "rss_mb", "rss_delta_mb", "speedup_vs_keras", "speedup_vs_keras_predict", "speedup_vs_float32",
+    "load_ms", "import_ms", "rss_mib", "rss_delta_mib", "speedup_vs_keras", "speedup_vs_keras_predict", "speedup_vs_float32",
 ]
 
 
@@ -79,8 +80,8 @@ def csv_rows(results: dict) -> list[dict]:
                 lat, thr = cell["latency"], cell["throughput"] or {}
                 r.update({k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs")})
                 r.update(fps_batch1=1000 / lat["p50_ms"], batch=thr.get("batch"), throughput_ips=thr.get("images_per_s"),
-                         load_ms=cell["load_ms"], import_ms=cell["import_ms"], rss_mb=cell["rss_kb"] / 1024,
-                         rss_delta_mb=cell["rss_delta_kb"] / 1024, speedup_vs_keras=cell["speedup_vs_keras"],
+                         load_ms=cell["load_ms"], import_ms=cell["import_ms"], rss_mib=cell["rss_kb"] / 1024,
+                         rss_delta_mib=cell["rss_delta_kb"] / 1024, speedup_vs_keras=cell["speedup_vs_keras"],
                          speedup_vs_keras_predict=cell["speedup_vs_keras_predict"], speedup_vs_float32=cell["speedup_vs_float32"],
                          method=cell["method"])
             out.append(r)
@@ -246,12 +247,13 @@ def _method_and_machine(results: dict, tn: str) -> list[str]:
         f"(cap 60 s), cycling over {s['timing_images']} real test images; p50 / p90 / p99 of the per-call wall time. "
         f"FPS = 1000 / p50. Throughput: batch {s['batch']} where the format accepts it, images/s at p50.",
         "- Keras: each batch-1 path is tried briefly and the fastest is measured in full (named above); "
-        "`model.predict` is measured too, as tutorials call it. Keras accuracy uses `model.predict` at batch 256 (edgecifar.predict.predict_probs), as training did.",
+        "`model.predict` is measured too, as tutorials call it. Keras accuracy uses `model.predict` at batch "
+        f"{defaults.EVAL_BATCH} (edgecifar.predict.predict_probs), as training did.",
         f"- Top-1 on {s['samples']:,} test images" + (" (stratified subset)" if s["samples"] < 10000 else " (the full test set)")
         + f", evaluated in the {tn}-thread process. Agreement = share of images where the format's top-1 class equals Keras's.",
         f"- Peak RSS: the worker process's peak resident memory (VmHWM, i.e. ru_maxrss without the parent's inherited peak) "
         f"after loading and timing, before the test images are loaded; Δ python = minus a bare interpreter "
-        f"({results['baseline_rss_kb'] / 1024:.0f} MiB). Keras includes TensorFlow. Load = model load/initialisation "
+        f"({human_size(results['baseline_rss_kb'] * 1024, 'MiB', '.0f')}). Keras includes TensorFlow. Load = model load/initialisation "
         "(runtime import excluded; its time is in results.json as import_ms).",
         "- Size: the file on disk. For Keras that is `model.keras` as training saved it, optimizer state included "
         "(RMSprop doubles, Adam triples the float32 weights), so \"size vs Keras\" compares with what a user has, "

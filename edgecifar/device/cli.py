@@ -5,13 +5,13 @@ Imports only numpy, OpenCV and a runtime (LiteRT / tflite-runtime / onnxruntime)
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from ..errors import UserError
+from ..machine import usable_cores
 from .runtime import BACKENDS, KERNELS
 
 
@@ -83,7 +83,8 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, classes, output_
     names = [c.strip() for c in classes.split(",")] if classes else None
     if names is not None and not all(names):
         raise UserError(f"--classes {classes!r}: an empty name; give comma-separated names, e.g. --classes cat,dog")
-    # Classifier enforces the artifact contract (class count, input size, quantization vs the model's tensors).
+    # Classifier enforces the artifact contract (class count, input size, channels, layout, color order, dtypes,
+    # quantization vs the model's tensors).
     clf = Classifier(model_file, backend=backend, threads=threads, kernels=kernels, class_names=names, output_kind=output_kind)
     meta = clf.meta
     what = f"{meta.get('model', '?')} {meta.get('format', '')}".strip() if meta else "no edgecifar metadata: class indices as labels"
@@ -91,7 +92,7 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, classes, output_
     if clf.caveat:
         click.echo(f"warning: {clf.caveat}", file=info)
     if threads is None:
-        click.echo(f"threads: runtime default ({os.cpu_count()} CPU cores here); set --threads to pin", file=info)
+        click.echo(f"threads: runtime default ({usable_cores()} CPU cores usable here); set --threads to pin", file=info)
 
     source = open_source(source_spec)
     if smooth and source.kind == "images":
@@ -99,7 +100,8 @@ def run_cmd(model_file, source_spec, backend, threads, kernels, classes, output_
     fps = f", {source.fps:g} FPS" if source.fps else ""
     click.echo(f"source: {source.description}{fps}", file=info)
     h, w = clf.input_size
-    click.echo(f"preprocess: center-crop to square, INTER_AREA resize to {w}x{h}, BGR→RGB"
+    click.echo(f"preprocess: center-crop to square, INTER_AREA resize to {w}x{h}, "
+               + ("BGR (the model's color order)" if clf.color_order == "BGR" else "BGR→RGB")
                + (", quantize with the model's input scale/zero point" if clf.input_quant else ""), file=info)
     opts = RunOptions(top_k=top_k, smooth=smooth, max_frames=max_frames, duration=duration, json_lines=json_lines,
                       save=save, show=show, serve=serve_at, token=token)

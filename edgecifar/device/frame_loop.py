@@ -1,7 +1,8 @@
 """The live loop of `edgecifar run`: frames from a Source → Classifier → top-k → outputs.
 
 One frame at a time, timed per stage (stats.STAGES):
-    capture → preprocess (crop, INTER_AREA resize, BGR→RGB, input quantization) → inference
+    capture → preprocess (crop, INTER_AREA resize, BGR→RGB, Classifier.quantize_input: the artifact's color
+    order and input quantization) → inference
     → postprocess (dequantize, optional EMA smoothing, top-k) → outputs
 Outputs: a JSON line or a status line per frame, and optionally an annotated video (--save),
 a window (--show) and a live browser view (--serve, edgecifar.device.serve).
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import OWNER_PATTERN, owner_tag, sweep_dead
+from ..files import OWNER_PATTERN, json_default, json_finite, owner_tag, sweep_dead
 from .overlay import annotate
 from .preprocess import frame_to_rgb
 from .stats import RunStats
@@ -329,15 +330,12 @@ class FrameClassifier:
 
     def __init__(self, clf, k: int, smooth: float | None):
         self.clf, self.k, self.smooth, self.smoothed = clf, k, smooth, None
-        self.color_order = ((clf.meta.get("input") or {}).get("color_order") or "RGB").upper()
 
     def __call__(self, frame):
         clf = self.clf
         t1 = time.perf_counter()
         rgb = frame_to_rgb(frame, clf.input_size, "BGR")
-        if self.color_order == "BGR":
-            rgb = np.ascontiguousarray(rgb[..., ::-1])
-        x = clf.quantize_input(rgb[None])
+        x = clf.quantize_input(rgb[None])  # the artifact's color order is applied there, for every caller alike
         t2 = time.perf_counter()
         raw = clf.infer(x)
         t3 = time.perf_counter()
@@ -390,7 +388,7 @@ def frame_record(position: int, name, top, ms: dict) -> dict:
 
 def _print_frame(out, status, json_lines: bool, record: dict, top, stats: RunStats) -> None:
     if json_lines:
-        out.write(json.dumps(record) + "\n")
+        out.write(json.dumps(json_finite(record), default=json_default) + "\n")
         out.flush()
         return
     labels = "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top)

@@ -15,8 +15,8 @@ Schema ``edgecifar.artifact/1``::
       "class_names": [... 10 names ...],
       "input": {
         "height": 32, "width": 32, "channels": 3,
-        "layout": "NHWC", "color_order": "RGB",
-        "resize": "center-crop to square, cv2.INTER_AREA",
+        "layout": "NHWC",                   # the only layout the runtime feeds
+        "color_order": "RGB",               # "RGB" | "BGR": Classifier.quantize_input orders the channels so
         "range": [0, 255],                  # pixel values the float model expects
         "scale": 1.0, "offset": 0.0,        # float input = pixels * scale + offset (normalisation is inside the model)
         "dtype": "uint8",                   # tensor dtype: float32 | uint8 | int8
@@ -30,6 +30,12 @@ Schema ``edgecifar.artifact/1``::
       "calibration": {...} | null,
       "tool": {"edgecifar": "0.1.0", ...}
     }
+
+Every input/output field is checked by runtime.Classifier against the model's own tensors (class count,
+height/width, channels, layout, color order, dtypes, quantization, range/scale/offset): a stale or foreign
+description is refused in one line. Artifacts written before this schema was tightened also carry
+``input.resize`` (a fixed description of the runner's crop and resize, which no reader uses); readers
+accept and ignore it, and build() no longer writes it.
 """
 
 from __future__ import annotations
@@ -132,6 +138,11 @@ def build(*, model: str, fmt: str, class_names: list[str], input_shape, preproce
     if output_kind not in OUTPUT_KINDS:
         raise ValueError(f"unknown output kind {output_kind!r}")
     height, width, channels = (int(d) for d in input_shape)
+    layout, color_order = preprocessing.get("layout", "NHWC"), preprocessing.get("color_order", "RGB")
+    if layout != "NHWC" or color_order not in ("RGB", "BGR") or channels != 3:
+        # What runtime.Classifier would refuse on the device: fail at export instead.
+        raise ValueError(f"the device runtime feeds NHWC images with 3 channels in RGB or BGR order, not "
+                         f"{layout} with {channels} channels in {color_order!r} order")
 
     def quant(q):
         return None if q is None else {"scale": float(q[0]), "zero_point": int(q[1])}
@@ -143,9 +154,8 @@ def build(*, model: str, fmt: str, class_names: list[str], input_shape, preproce
         "class_names": list(class_names),
         "input": {
             "height": height, "width": width, "channels": channels,
-            "layout": preprocessing.get("layout", "NHWC"),
-            "color_order": preprocessing.get("color_order", "RGB"),
-            "resize": "center-crop to square, cv2.INTER_AREA",
+            "layout": layout,
+            "color_order": color_order,
             "range": [0, 255],
             "scale": float(preprocessing.get("scale", 1.0)),
             "offset": float(preprocessing.get("offset", 0.0)),

@@ -5,25 +5,27 @@ check and the benchmark alike (so what we measure is what runs on the Pi).
     .onnx   → onnxruntime
 
 Stages are separate methods so callers can time them:
-    x = clf.quantize_input(rgb_uint8_batch)   # model's input dtype (float32 / uint8 / int8)
+    x = clf.quantize_input(rgb_uint8_batch)   # model's input dtype (float32 / uint8 / int8), its color order
     raw = clf.infer(x)                        # runtime call
     probs = clf.dequantize_output(raw)        # float32 probabilities (softmax of int8 artifacts' logits)
 ``predict(rgb_uint8_batch)`` chains the three.
 
 Input and output quantization are read from the model itself; the metadata's copy is
-only cross-checked, so a stale sidecar cannot silently skew results.
+only cross-checked, so a stale sidecar cannot silently skew results. The whole artifact contract
+(class count, input size, channels, layout, color order, dtypes, quantization) is enforced here,
+in one place, for every caller: the runner, the export check, evaluate and the benchmark.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..machine import usable_cores
 from ..quiet import native_stderr, replay
 from . import metadata as meta_io
 
@@ -36,6 +38,8 @@ BACKENDS = TFLITE_BACKENDS + ("onnxruntime",)
 # integers on x86-64 and emulated Pi 4 / Pi 5 (device/check_arm64.sh): pin it when outputs must
 # match bit for bit across machines.
 KERNELS = ("xnnpack", "builtin", "reference")
+LAYOUT = "NHWC"                  # the only input layout this runtime feeds (images as N x H x W x C)
+COLOR_ORDERS = ("RGB", "BGR")    # channel orders quantize_input can produce from RGB pixels
 _RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 # A runtime/format pair whose outputs are known to depend on the CPU architecture, with every kernel set.
 # tflite-runtime (2.14, its last release) quantizes a dynamic-range model's activations at run time with
@@ -114,6 +118,7 @@ class Classifier:
         self.output_kind = output_kind or meta_io.output_kind(self.meta, self.path)
         self._given = bool(class_names) or output_kind is not None
         self._unverified_probabilities = not self.meta and not self._given  # checked on the first outputs
+        self.color_order = _color_order(self.meta, self.path)
         self._check_contract()
 
     def _check_contract(self) -> None:
@@ -122,6 +127,10 @@ class Classifier:
         if len(self.class_names) != self.num_classes:
             raise UserError(f"{where}: {len(self.class_names)} class names for a model with {self.num_classes} outputs; "
                             "re-export the model (or pass one name per output)")
+        shape = self.input_shape
+        if len(shape) != 4 or shape[3] not in (3, -1):
+            raise UserError(f"{where}: the model's input tensor has shape {list(shape)}, but this runtime feeds "
+                            f"{LAYOUT} images with 3 channels (N x H x W x 3); export the model with `edgecifar export`")
         if not self.meta:
             if not self._given and (self.output_quant is not None or self.output_dtype.kind != "f"):
                 raise UserError(f"{where} has no edgecifar metadata and a quantized {self.output_dtype.name} output, which "
@@ -131,6 +140,17 @@ class Classifier:
         if inp.get("height") and inp.get("width") and (int(inp["height"]), int(inp["width"])) != self.input_size:
             raise UserError(f"{where}: metadata says input {inp['height']}x{inp['width']} but the model takes "
                             f"{self.input_size[0]}x{self.input_size[1]}; the metadata is stale, re-export the model")
+        if "channels" in inp and int(inp["channels"]) != 3:  # the model's own tensor takes 3 (checked above)
+            raise UserError(f"{where}: metadata says {inp['channels']} input channels but the model's input is "
+                            f"{list(shape)}; the metadata is stale, re-export the model")
+        if "layout" in inp and str(inp["layout"]).upper() != LAYOUT:
+            raise UserError(f"{where}: metadata says input layout {inp['layout']!r}; this runtime feeds {LAYOUT} "
+                            f"images (the model's input is {list(shape)}): re-export the model")
+        for side, dtype in (("input", self.input_dtype), ("output", self.output_dtype)):
+            meta_dtype = (self.meta.get(side) or {}).get("dtype")
+            if meta_dtype is not None and str(meta_dtype) != dtype.name:
+                raise UserError(f"{where}: metadata says {side} dtype {meta_dtype} but the model's tensor is {dtype.name}; "
+                                "the metadata is stale, re-export the model")
         if (inp.get("range", [0, 255]) != [0, 255] or float(inp.get("scale", 1.0)) != 1.0 or float(inp.get("offset", 0.0)) != 0.0):
             raise UserError(f"{where}: metadata asks for input range {inp.get('range')} scale {inp.get('scale')} offset "
                             f"{inp.get('offset')}; this runtime feeds raw 0..255 pixels (scale 1, offset 0): re-export the model")
@@ -205,8 +225,25 @@ class Classifier:
         self.output_dtype = np.dtype(_ONNX_TYPES.get(out.type, "float32"))
         # QDQ models keep float32 I/O; quantization lives inside the graph.
         self.input_quant = self.output_quant = None
-        self.num_classes = int(out.shape[-1]) if isinstance(out.shape[-1], int) else len(self.meta.get("class_names", [])) or 10
         self._batch = self.input_shape[0]
+        last = out.shape[-1] if out.shape else None
+        self.num_classes = int(last) if isinstance(last, int) else self._probe_classes()
+
+    def _probe_classes(self) -> int:
+        """The class count of an ONNX model whose output dimension is symbolic: one batch-1 inference on zeros
+        (milliseconds for these models), so the class-count check compares with the model, not the metadata."""
+        if any(d < 1 for d in self.input_shape[1:]):
+            raise UserError(f"{self.path}: both the input size {list(self.input_shape)} and the number of outputs are "
+                            "symbolic, so the model cannot be checked or fed; export it with a fixed input size")
+        try:
+            raw = self._sess.run([self._out_name], {self._in_name: np.zeros((1, *self.input_shape[1:]), self.input_dtype)})[0]
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise UserError(f"{self.path}: onnxruntime cannot run it ({first}); re-export the model") from None
+        if raw.ndim != 2 or raw.shape[0] != 1:
+            raise UserError(f"{self.path}: the model outputs shape {list(raw.shape)} for one image, not one score per "
+                            "class; export it with `edgecifar export`")
+        return int(raw.shape[1])
 
     # --- properties ---------------------------------------------------------------------
 
@@ -225,7 +262,9 @@ class Classifier:
     # --- the three stages ---------------------------------------------------------------
 
     def quantize_input(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 RGB pixels (N, H, W, 3) → the model's input tensor."""
+        """uint8 RGB pixels (N, H, W, 3) → the model's input tensor, its channels in the artifact's color order."""
+        if self.color_order == "BGR":
+            rgb = np.ascontiguousarray(rgb[..., ::-1])
         if self.input_quant is None:
             return rgb.astype(np.float32)
         scale, zero = self.input_quant
@@ -303,4 +342,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def default_threads() -> int:
-    return os.cpu_count() or 1
+    return usable_cores()
+
+
+def _color_order(meta: dict, where) -> str:
+    """The channel order the model expects (metadata input.color_order; "RGB" without metadata)."""
+    order = str((meta.get("input") or {}).get("color_order") or "RGB").upper()
+    if order not in COLOR_ORDERS:
+        raise UserError(f"{where}: metadata says input color order {order!r}, not one of {', '.join(COLOR_ORDERS)}; "
+                        "re-export the model")
+    return order

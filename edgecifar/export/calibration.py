@@ -8,7 +8,7 @@ of onnxruntime's CalibrationDataReader:
 
     calib = CalibrationSet.from_training_split(train, 500)
     converter.representative_dataset = calib.tflite_representative_dataset
-    quantize_static(..., calibration_data_reader=calib.onnx_reader("pixels"))   # or onnx_reader(images)
+    quantize_static(..., calibration_data_reader=onnx_reader(calib.images, "pixels"))
     report["calibration"] = calib.describe()
 """
 
@@ -60,10 +60,6 @@ class CalibrationSet:
                 self.echo(f"    calibrating: {i}/{len(self)} samples")
             yield [batch]
 
-    def onnx_reader(self, input_name: str = "pixels", batch_size: int = 50):
-        """An onnxruntime.quantization.CalibrationDataReader over the same samples (calibration.onnx_reader)."""
-        return onnx_reader(self.images, input_name, batch_size, echo=self.echo)
-
     def describe(self) -> dict:
         """How the samples were chosen, precisely enough to draw the same ones again."""
         counts = np.bincount(self.labels, minlength=cifar.NUM_CLASSES)
@@ -79,7 +75,7 @@ class CalibrationSet:
         }
 
 
-def onnx_reader(images: np.ndarray, input_name: str = "pixels", batch_size: int = 50, echo=None):
+def onnx_reader(images: np.ndarray, input_name: str = "pixels", batch_size: int = defaults.CALIB_BATCH, echo=None):
     """The one CalibrationDataReader: uint8 images fed as float32 pixels 0..255, `batch_size` at a time, under
     `input_name`. The ONNX quantizer and the quantization debugger both read calibration images through it."""
     from onnxruntime.quantization import CalibrationDataReader

@@ -59,11 +59,9 @@ def reference(keras_model, test: cifar.Split, check_samples: int | None, echo=pr
 MIN_VALIDATION = 100  # held-back images needed for a validation Δ worth printing (1 image = 1 pp at 100)
 
 
-def validation_reference(keras_model, train: cifar.Split, data_info: dict, calibration_indices, echo=print,
-                         fingerprint: dict | None = None):
-    """The run's held-back validation images, minus any calibration image, with Keras' answers; or
-    (None, why not). Neither trained on nor calibrated on, they show whether the int8 Δ on test
-    is a property of the model or of the 10,000 test images."""
+def held_out_indices(train: cifar.Split, data_info: dict, fingerprint: dict | None = None):
+    """(positions in `train` of the validation images the run held out, None), or (None, why they are not
+    known). `data_info` is the manifest's "data" section: the run's val_images, seed, limit and fingerprint."""
     val_size = int(data_info.get("val_images") or 0)
     if not val_size:
         return None, "the run trained on all its training images: there are no held-back validation images"
@@ -71,15 +69,22 @@ def validation_reference(keras_model, train: cifar.Split, data_info: dict, calib
         return None, "the run trained on a --limit subset: its validation split is not reconstructed"
     if fingerprint is not None and data_info.get("fingerprint") and data_info["fingerprint"] != fingerprint:
         return None, "the export reads other CIFAR-10 files than the run trained on: its validation split is not known"
-    seed = int(data_info.get("seed") or 0)
-    idx = cifar.run_validation_indices(train.labels, data_info)  # the very slice train_val_split held out
-    kept = np.setdiff1d(idx, np.asarray(calibration_indices if calibration_indices is not None else [], int))
+    # The very slice train_val_split held out.
+    return cifar.validation_indices(train.labels, val_size, int(data_info.get("seed") or 0)), None
+
+
+def validation_reference(keras_model, train: cifar.Split, held, data_info: dict, calibration_indices, echo=print):
+    """The run's held-back validation images (`held`, from held_out_indices), minus any calibration image,
+    with Keras' answers; or (None, why not). Neither trained on nor calibrated on, they show whether the
+    int8 Δ on test is a property of the model or of the 10,000 test images."""
+    val_size, seed = int(data_info.get("val_images") or 0), int(data_info.get("seed") or 0)
+    kept = np.setdiff1d(held, np.asarray(calibration_indices if calibration_indices is not None else [], int))
     if len(kept) < MIN_VALIDATION:
         return None, (f"only {len(kept)} of the run's {val_size} validation images are not calibration images "
                       "(calibration drew the same ones); use another --calib-samples to measure it")
     subset = {"split": "validation", "samples": int(len(kept)),
               "selection": f"the run's validation split (edgecifar.data.stratified_indices(train labels, {val_size}, "
-                           f"seed={seed})) minus {len(idx) - len(kept)} calibration images"}
+                           f"seed={seed})) minus {len(held) - len(kept)} calibration images"}
     from ..predict import predict_probs
 
     echo(f"keras reference on {len(kept)} held-back validation images")

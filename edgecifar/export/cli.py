@@ -33,8 +33,9 @@ from . import FORMATS
               help="Exit with status 1 when an int8 artifact's top-1 is more than PP points below Keras (or it failed).")
 @click.option("--debug-quant", is_flag=True, help="Also write per-layer quantization error reports for the int8 artifacts.")
 @click.option("--accuracy-aware/--plain-int8", default=True, show_default=True,
-              help="When an int8 artifact misses the target (within 0.3 pp of Keras, 98.5 % agreement), keep its most "
-                   "sensitive layers in float until it meets it (up to 4; the report says which and what they cost).")
+              help=f"When an int8 artifact misses the target (within {defaults.INT8_TARGET_PP:g} pp of Keras, "
+                   f"{100 * defaults.INT8_TARGET_AGREEMENT:g} % agreement), keep its most sensitive layers in float until "
+                   f"it meets it (up to {defaults.FALLBACK_MAX_LAYERS}; the report says which and what they cost).")
 @click.option("--qat", "qat_epochs", type=click.IntRange(min=0), default=0, metavar="EPOCHS", show_default=True,
               help="Before the int8 conversions, fine-tune the model EPOCHS epochs with int8 simulated, to agree with "
                    "itself (edgecifar/qat.py; pure Keras). Artifacts are still checked against the original model.")
@@ -69,11 +70,9 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, 
                         accuracy_aware=accuracy_aware, qat_epochs=qat_epochs,
                         echo=progress_echo(as_json))
     if as_json:
-        import json
+        from ..files import dumps
 
-        from ..files import json_default
-
-        click.echo(json.dumps(report, indent=2, default=json_default))
+        click.echo(dumps(report, indent=2))
     failed = [a["format"] for a in report["artifacts"] if a["status"] == "failed"]
     if failed:
         click.echo(f"edgecifar: error: {len(failed)} format(s) failed: {', '.join(failed)} (reasons in the report; "

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import defaults
 from ..errors import UserError
-from ..files import json_finite, scratch_dir, write_json, write_text
+from ..files import scratch_dir, write_json, write_text
 from ..quiet import python_logs
 
 DEBUG_SAMPLES = 100
@@ -248,7 +249,7 @@ def _float_twin(float_source: Path, meta: dict, qdq_output: str):
         from ..runs import load_model
 
         with python_logs():
-            opset = int(meta.get("tf2onnx_opset", meta.get("onnx_opset", 17)))
+            opset = int(meta.get("tf2onnx_opset", meta.get("onnx_opset", defaults.ONNX_OPSET)))
             float_proto = onnx_export.keras_to_onnx(load_model(float_source), opset, qdq_output)
     elif float_source.suffix == ".onnx":
         float_proto = onnx.load(str(float_source))
@@ -530,7 +531,7 @@ def _save(result: dict, out_dir, artifact: Path, markdown: str, echo) -> list[Pa
     out_dir = Path(out_dir)
     stem = f"{artifact.stem}_{artifact.suffix.lstrip('.')}_quant_debug"
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    write_json(json_path, json_finite(result))
+    write_json(json_path, result)  # NaN and infinities as null (files.json_finite)
     write_text(md_path, markdown)
     if result["suggestions"]:
         echo(f"    {len(result['suggestions'])} layer(s) worth keeping in float: "

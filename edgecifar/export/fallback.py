@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import defaults
+from ..files import human_size
 
 TARGET_PP = defaults.INT8_TARGET_PP
 TARGET_AGREEMENT = defaults.INT8_TARGET_AGREEMENT
@@ -76,13 +77,13 @@ def ranked_layers(fmt: str, keras_path: Path, artifact: Path, calib, echo) -> li
 
 def latency_ms(path: Path, runs: int = LATENCY_RUNS) -> float:
     """Median batch-1 inference time in the device runtime at 1 thread (the Pi-like setting), ms:
-    the benchmark's own timing loop (10 warm-up calls, then `runs` timed ones)."""
+    the benchmark's own timing loop (defaults.WARMUP warm-up calls, then `runs` timed ones)."""
     from ..benchmark.timing import Plan, measure
     from ..device.runtime import Classifier
 
     clf = Classifier(path, threads=1)
     x = clf.quantize_input(np.zeros((1, *clf.input_size, 3), np.uint8))
-    return measure(clf.infer, [x], Plan(warmup=10, min_runs=runs, min_seconds=0.0))["p50_ms"]
+    return measure(clf.infer, [x], Plan(warmup=defaults.WARMUP, min_runs=runs, min_seconds=0.0))["p50_ms"]
 
 
 def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank, echo) -> dict:
@@ -191,8 +192,8 @@ def _try_layers(block: dict, ranking: list, produce, path: Path, first: dict, ta
             # A float copy of a big layer (seed002's 512-unit Dense) would make "int8" a float model in size:
             # such a try is reported, never chosen.
             entry["over_size_limit"] = True
-            echo(f"    {k} float layer(s): {row['size_bytes'] / 1024:.0f} KiB, over the size limit "
-                 f"(+{100 * MAX_SIZE_GROWTH:.0f} % of {first['size_bytes'] / 1024:.0f} KiB): not taken")
+            echo(f"    {k} float layer(s): {human_size(row['size_bytes'], 'KiB')}, over the size limit "
+                 f"(+{100 * MAX_SIZE_GROWTH:.0f} % of {human_size(first['size_bytes'], 'KiB')}): not taken")
             continue
         if _score(row) > _score(block.get("best_try") or first):
             block["best_try"] = entry

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from .. import defaults
 from ..device.metadata import ONNX_KEY
 from ..quiet import python_logs
 from ..errors import UserError
@@ -59,10 +59,9 @@ MAX_FLOAT_DIFF = 1e-4
 # every reader runs the same file (tests/test_onnx_export.py::test_int8_onnx_runs_in_every_reader).
 READER_OPSET = 21
 VERIFY_IMAGES = 64
-CALIB_BATCH = 50
 
 
-def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, opset: int = 17, per_channel: bool = True,
+def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, opset: int = defaults.ONNX_OPSET, per_channel: bool = True,
                 calib_method: str = "minmax", keep_float=(), float_logits: bool = False, metadata: dict,
                 echo=print) -> Path:
     """Write `out_path` (.onnx): float32, or int8 QDQ when `quantize`; return the path.
@@ -118,7 +117,7 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
     return Path(out_path)
 
 
-def keras_to_onnx(model, opset: int = 17, output_name: str = "probs"):
+def keras_to_onnx(model, opset: int = defaults.ONNX_OPSET, output_name: str = "probs"):
     """Float32 ONNX ModelProto of a Keras 3 model: input "pixels" (N, H, W, 3), output `output_name`
     (N, classes): "probs", or "logits" for the int8 exports' softmax-less source (export.logits)."""
     import tensorflow as tf
@@ -222,7 +221,7 @@ def preprocessed_float(float_proto):
         return onnx.load(str(pre))
 
 
-def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH):
+def calibration_reader(images: np.ndarray, batch: int = defaults.CALIB_BATCH):
     """The calibration set's reader (edgecifar.export.calibration.onnx_reader) under this exporter's input name."""
     from .calibration import onnx_reader
 
@@ -243,7 +242,7 @@ def _validate(calib_images, quantize: bool, opset, calib_method: str) -> None:
     if not ok:
         why = " for int8 QDQ" if quantize else ""
         raise UserError(f"--opset {opset}: ONNX export supports opsets {allowed.start}..{allowed.stop - 1}{why}; "
-                        "use the default 17")
+                        f"use the default {defaults.ONNX_OPSET}")
     if not quantize:
         return
     if calib_images is None or len(calib_images) == 0:
@@ -286,13 +285,13 @@ def _checked(proto):
 
 
 def _set_metadata(proto, meta: dict) -> None:
-    from ..files import json_default
+    from ..files import dumps
 
     for prop in list(proto.metadata_props):
         if prop.key == ONNX_KEY:
             proto.metadata_props.remove(prop)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_KEY, json.dumps(meta, default=json_default)
+    entry.key, entry.value = ONNX_KEY, dumps(meta)
 
 
 _AUTO_SUFFIX = re.compile(r"__(\d+)")

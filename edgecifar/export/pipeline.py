@@ -57,7 +57,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
         old.unlink(missing_ok=True)
 
     # 4. What every artifact is judged against: Keras on the test images, and on held-back validation images.
-    ref, val_ref, no_val = _references(src, ds, calib, check_samples, echo)
+    ref, val_ref, no_val, held = _references(src, ds, calib, check_samples, echo)
     source_model = {"sha256": sha256_file(src.model_path), "run": str(src.run),
                     "keras_test_accuracy": (src.manifest.get("metrics") or {}).get("test_accuracy")}
     versions = runs.library_versions()
@@ -65,7 +65,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     # 5. Convert, write, check — format by format; then optional quantization debugging.
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
-    tune = _qat_tuner(_tuning_images(ds.train, src.manifest.get("data") or {}), calib.images, qat_epochs, echo) \
+    tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, qat_epochs, echo) \
         if qat_epochs else None
     artifacts, debug_paths, qat_info = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
                                                     debug_quant, echo, tune)
@@ -116,16 +116,20 @@ def _load_data(data_dir, needs_calib: bool, calib_samples: int, echo):
 
 
 def _references(src, ds, calib, check_samples, echo):
-    """(test reference, validation reference or None, why there is none)."""
+    """(test reference, validation reference or None, why there is none, the run's held-back validation
+    images as positions in ds.train or None)."""
     from . import check as checking
 
     ref = checking.reference(src.keras_model, ds.test, check_samples, echo)
     if calib is None:
-        return ref, None, "no int8 format"
+        return ref, None, "no int8 format", None
     # int8's Δ also on held-back validation images: calibration must not fit the test set by luck.
-    val_ref, no_val = checking.validation_reference(src.keras_model, ds.train, src.manifest.get("data") or {},
-                                                    calib.indices, echo, fingerprint=ds.fingerprint)
-    return ref, val_ref, no_val
+    held, no_val = checking.held_out_indices(ds.train, src.manifest.get("data") or {}, fingerprint=ds.fingerprint)
+    if held is None:
+        return ref, None, no_val, None
+    val_ref, no_val = checking.validation_reference(src.keras_model, ds.train, held, src.manifest.get("data") or {},
+                                                    calib.indices, echo)
+    return ref, val_ref, no_val, held
 
 
 def _metadata_builder(src, ds, calib, source_model: dict, versions: dict):
@@ -445,14 +449,12 @@ def _check_qat(model) -> None:
         raise UserError(f"--qat: {e}; export without --qat") from None
 
 
-def _tuning_images(train, data_info: dict):
-    """The training images QAT may learn from: all but the run's held-back validation images, which the
-    report's validation Δ must still measure unseen (QAT optimises agreement, exactly what it reports)."""
+def _tuning_images(train, held):
+    """The training images QAT may learn from: all but the run's held-back validation images (`held`, or
+    None when they are not known), which the report's validation Δ must still measure unseen (QAT
+    optimises agreement, exactly what it reports)."""
     import numpy as np
 
-    from .. import data as cifar
-
-    held = cifar.run_validation_indices(train.labels, data_info)
     return train.images if held is None else np.delete(train.images, held, axis=0)
 
 

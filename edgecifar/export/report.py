@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import defaults
 from ..files import write_json, write_text, human_size
 
 SCHEMA = "edgecifar.export_report/1"
@@ -126,7 +127,8 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
         lines += ["## Accuracy-aware int8", "",
                   "Target: top-1 within {:g} pp of Keras and agreement ≥ {:g} % (export/fallback.py). An artifact that misses "
                   "it keeps its most sensitive layers (quantization debugger ranking) in float.".format(
-                      aware[0]["accuracy_aware"].get("target_pp", 0.3), 100 * aware[0]["accuracy_aware"].get("target_agreement", 0.985)),
+                      aware[0]["accuracy_aware"].get("target_pp", defaults.INT8_TARGET_PP),
+                      100 * aware[0]["accuracy_aware"].get("target_agreement", defaults.INT8_TARGET_AGREEMENT)),
                   ""]
         for a in aware:
             b = a["accuracy_aware"]
@@ -140,7 +142,7 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
             else:
                 f = b["first"]
                 tries = "; ".join(f"{len(t['kept_float'])} layer(s): Δ {t['delta_pp']:+.2f} pp, agree {100 * t['agreement']:.2f} %, "
-                                  f"{t['size_bytes'] / 1024:.0f} KiB" + (" (over the size limit)" if t.get("over_size_limit") else
+                                  f"{human_size(t['size_bytes'], 'KiB')}" + (" (over the size limit)" if t.get("over_size_limit") else
                                                                         f", {t.get('latency_ms', float('nan')):.3f} ms")
                                   for t in b["tries"] if t.get("delta_pp") is not None)
                 lines.append(f"- {a['format']}: first Δ {f['delta_pp']:+.2f} pp, agree {100 * f['agreement']:.2f} % "
@@ -149,7 +151,7 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
                              + ("" if b["met"] or not b.get("best_try") else
                                 f" (the all-int8 artifact is kept; best try: {len(b['best_try']['kept_float'])} layer(s), "
                                 f"agree {100 * b['best_try']['agreement']:.2f} %)") + "; "
-                             f"cost {b['size_cost_bytes'] / 1024:+.1f} KiB, "
+                             f"cost {human_size(b['size_cost_bytes'], 'KiB', '+.1f')}, "
                              + (f"{b['latency_cost_ms']:+.3f} ms" if b.get("latency_cost_ms") is not None else "? ms")
                              + " per image (batch 1, 1 thread).")
         lines.append("")
