@@ -244,11 +244,11 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
         raise ValueError(f"QAT needs at least 1 epoch, got {epochs}")
     keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()
+    check_supported(model)  # before the teacher's predictions (slow) and the graph walk (assumes a flat model)
+    points = quantized_tensors(model, head)
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
     teacher = model.predict(images, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
-    check_supported(model)  # before the graph walk, which assumes a flat model
-    points = quantized_tensors(model, head)
     sim = simulate_int8(model, head, points)
     steps = epochs * math.ceil(len(images) / batch_size)
     sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),

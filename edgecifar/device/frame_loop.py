@@ -13,7 +13,6 @@ print the summary; a signal takes effect between frames (a second one at once). 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import OWNER_PATTERN, json_default, json_finite, owner_tag, sweep_dead
+from ..files import OWNER_PATTERN, dumps, owner_tag, sweep_dead
 from .overlay import annotate
 from .preprocess import frame_to_rgb
 from .stats import RunStats
@@ -388,7 +387,7 @@ def frame_record(position: int, name, top, ms: dict) -> dict:
 
 def _print_frame(out, status, json_lines: bool, record: dict, top, stats: RunStats) -> None:
     if json_lines:
-        out.write(json.dumps(json_finite(record), default=json_default) + "\n")
+        out.write(dumps(record) + "\n")
         out.flush()
         return
     labels = "  ".join(f"{lb} {100 * c:.0f}%" for _, lb, c in top)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import ipaddress
-import json
 import math
 import numbers
 import socket
@@ -36,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..errors import UserError
-from ..files import json_default, json_finite
+from ..files import dumps
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_FPS = 12.0
@@ -368,7 +367,7 @@ class LiveHandler(BaseHTTPRequestHandler):
         })
 
     def _stats(self):
-        body = json.dumps(json_finite(self.live.stats()), default=json_default).encode()
+        body = dumps(self.live.stats()).encode()
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _no_icon(self):
