@@ -15,7 +15,7 @@ of onnxruntime's CalibrationDataReader:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class CalibrationSet:
     split: str = "train"
     source: dict = field(default_factory=dict)  # data fingerprint of the split it was drawn from
     echo: object = None  # progress callback (calibration passes can take a while)
+    augmentation: str | None = None  # how the selected images were degraded afterwards (None: as stored)
 
     @classmethod
     def from_training_split(cls, train: cifar.Split, n: int, seed: int = 0, fingerprint: dict | None = None,
@@ -44,6 +45,16 @@ class CalibrationSet:
         n = validate_count(n, len(train), echo)
         idx = cifar.stratified_indices(train.labels, n, seed)
         return cls(train.images[idx], train.labels[idx], idx, seed, "train", dict(fingerprint or {}), echo)
+
+    def camera_augmented(self, rate: float, seed: int = 0) -> "CalibrationSet":
+        """The same images through the training camera augmentation (edgecifar/camera_augment.py) at `rate`,
+        seeded. Why: int8 ranges should come from what the model sees. A run trained with `--augment camera`
+        saw degraded images, and so does the device. Measured on seed003 camera rate 0.5, all 10,000 test
+        images: agreement with Keras 98.09 -> 98.32 % (TFLite int8), 98.27 -> 98.46 % (ONNX int8)."""
+        from .. import camera_augment
+
+        images = camera_augment.camera_augment(self.images, np.random.default_rng(seed), rate)
+        return replace(self, images=images, augmentation=f"{camera_augment.describe(rate)}; seed {seed}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,6 +83,7 @@ class CalibrationSet:
             "per_class_counts": [int(c) for c in counts],
             "preprocessing": "RGB pixels as float32 0..255, NHWC, as in training (scaling is inside the model)",
             "train_split_sha256": self.source.get("train_sha256"),
+            "augmentation": self.augmentation,
         }
 
 

@@ -24,7 +24,8 @@ from .formats import INT8_FORMATS, artifact_name, select_formats
 def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_SAMPLES, check_samples: int | None = None,
                data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
                max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
-               command: str | None = None, accuracy_aware: bool = True, qat_epochs: int = 0) -> dict:
+               command: str | None = None, accuracy_aware: bool = True, qat_epochs: int = 0,
+               calib_augment: str = "auto") -> dict:
     """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
 
     report["max_drop"]["exceeded"] lists int8 formats that lost more than `max_drop` pp (or failed).
@@ -32,6 +33,9 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     float (export/fallback.py; needs a check set of at least 1,000 images).
     qat_epochs: before the int8 conversions, fine-tune the int8 source model that many epochs with int8
     simulated (edgecifar/qat.py); every artifact is still checked against the original model.
+    calib_augment: "auto" calibrates on the images as the run was trained (camera-degraded at the
+    run's rate for `--augment camera` runs, else as stored); "camera" always degrades them (at the
+    run's rate, else 1); "none" never does (edgecifar.export.calibration.CalibrationSet.camera_augmented).
     """
     from .. import runs
     from . import report as reporting
@@ -39,6 +43,8 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     t_start = time.perf_counter()
     fmts = select_formats(formats)
     needs_calib = _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel)
+    if calib_augment not in CALIB_AUGMENT:
+        raise UserError(f"unknown calibration augmentation {calib_augment!r}; choose from {', '.join(CALIB_AUGMENT)}")
 
     # 1. The source model.
     src = load_source(run_dir, runs_dir)
@@ -47,7 +53,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
         _check_qat(src.keras_model)
 
     # 2. Data: the test split judges, the training split calibrates.
-    ds, calib = _load_data(data_dir, needs_calib, calib_samples, echo)
+    ds, calib = _load_data(data_dir, needs_calib, calib_samples, echo, calibration_camera_rate(calib_augment, src.manifest))
 
     # 3. Output directory, proven writable before any conversion.
     out = Path(out_dir) if out_dir else src.run / "export"
@@ -102,7 +108,20 @@ def _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_sam
     return needs_calib
 
 
-def _load_data(data_dir, needs_calib: bool, calib_samples: int, echo):
+CALIB_AUGMENT = ("auto", "camera", "none")
+
+
+def calibration_camera_rate(choice: str, manifest: dict) -> float | None:
+    """The camera-augmentation rate the calibration images get under `choice` (see export_run), or None."""
+    trained = (manifest.get("recipe") or {}).get("camera_rate") if manifest.get("augment") == "camera" else None
+    if choice == "none":
+        return None
+    if choice == "camera":
+        return float(trained or 1.0)
+    return float(trained) if trained else None
+
+
+def _load_data(data_dir, needs_calib: bool, calib_samples: int, echo, camera_rate: float | None = None):
     """(CIFAR-10 splits, the calibration set or None): the training split is read only when int8 calibrates."""
     from .. import data as cifar
     from .calibration import CalibrationSet
@@ -112,6 +131,9 @@ def _load_data(data_dir, needs_calib: bool, calib_samples: int, echo):
         return ds, None
     calib = CalibrationSet.from_training_split(ds.train, calib_samples, seed=0, fingerprint=ds.fingerprint, echo=echo)
     echo(f"calibration: {len(calib)} training images, stratified by class (seed 0); TFLite and ONNX use the same ones")
+    if camera_rate:
+        calib = calib.camera_augmented(camera_rate)
+        echo(f"calibration images degraded as in training: {calib.augmentation}")
     return ds, calib
 
 
@@ -380,7 +402,8 @@ class _Sources:
     """What the converters read, prepared once and only when a format needs it.
 
     TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy that
-    outputs centred logits (edgecifar.export.logits), float formats the model as trained.
+    outputs centred logits (edgecifar.export.logits) with any post-ReLU BatchNormalization folded
+    (edgecifar.export.bn_fold), float formats the model as trained.
     """
 
     def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None):
@@ -396,15 +419,20 @@ class _Sources:
         if not logits:
             return self.keras_model
         if "logits" not in self._cache:
+            from .bn_fold import fold_copy
             from .logits import logits_copy
 
             copy, self.logits_how = logits_copy(self.keras_model)
             self.logits_output = copy is not None
             self.echo(f"    logits: {self.logits_how}")
+            copy, folded = fold_copy(copy if copy is not None else self.keras_model)
+            if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
+                self.logits_how = f"{self.logits_how}; {folded}"
+                self.echo(f"    {folded}")
             if self.tune is not None:
-                copy, self.qat = self.tune(copy if copy is not None else self.keras_model)
+                copy, self.qat = self.tune(copy)
                 self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
-            self._cache["logits"] = copy if copy is not None else self.keras_model
+            self._cache["logits"] = copy
         return self._cache["logits"]
 
     def output_kind(self, logits: bool) -> str:

@@ -78,7 +78,8 @@ def markdown(report: dict) -> str:
             "",
             f"{cal['samples']} images from the **{cal['split']}** split ({cal['selection']}), per class "
             f"{cal['per_class_counts']}, indices sha256 `{cal['indices_sha256'][:16]}…`; {cal['preprocessing']}. "
-            "TFLite and ONNX int8 are calibrated on these same images.",
+            + (f"Then degraded with the camera augmentation: {cal['augmentation']}. " if cal.get("augmentation") else "")
+            + "TFLite and ONNX int8 are calibrated on these same images.",
             "",
         ]
     lines += _qat_lines(report.get("qat"))
