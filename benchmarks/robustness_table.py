@@ -25,9 +25,9 @@ BLUR_SIGMA_1 = ("gaussian_blur", "3")  # severity 3 of the suite's Gaussian blur
 
 
 def run_of(model_path: str) -> str:
-    """runs/<run>/export/x.tflite → runs/<run>; runs/<run> → runs/<run>; anything else: itself."""
+    """runs/<run>/export*/x.tflite → runs/<run>; runs/<run> → runs/<run>; anything else: itself."""
     p = Path(model_path)
-    if p.suffix in (".tflite", ".onnx") and p.parent.name == "export":
+    if p.suffix in (".tflite", ".onnx") and p.parent.name.startswith("export"):  # export/, export_qat/, ...
         return str(p.parent.parent)
     if p.suffix == ".keras":
         return str(p.parent)
