@@ -29,6 +29,20 @@ def cpu_flags() -> set[str]:
     return set((_cpuinfo_value("flags", "Features") or "").split())
 
 
+def int8_products_exact(flags=None, arch: str | None = None) -> bool:
+    """Whether onnxruntime's fused int8 kernels on this CPU add 8-bit x 8-bit products without saturating.
+
+    ARM (aarch64) accumulates in int32, and x86 with VNNI uses vpdpbusd (int32). x86 without VNNI
+    (AVX2, AVX-512 without VNNI) sums pairs of u8 x s8 products in int16 (vpmaddubsw): with 8-bit
+    weights that saturates (measured: seed002_m1 lost 7 pp fused on an AVX2 host). Anything else
+    is unknown, so it counts as not exact."""
+    arch = (arch if arch is not None else platform.machine()).lower()
+    if arch in ("aarch64", "arm64"):
+        return True
+    flags = cpu_flags() if flags is None else set(flags)
+    return bool({"avx512_vnni", "avx_vnni"} & flags)
+
+
 def int8_features() -> list[str]:
     return sorted(INT8_FEATURES & cpu_flags())
 

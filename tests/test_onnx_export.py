@@ -164,28 +164,72 @@ def test_int8_agrees_with_keras(onnx_models, keras_probs, cifar, variant):
     assert agreement >= MIN_INT8_AGREEMENT, f"{variant}: top-1 agreement with Keras {agreement:.3f}"
 
 
-@pytest.mark.parametrize("variant", ["int8", "int8_per_tensor"])
-def test_fused_int8_kernels_compute_what_the_qdq_graph_says(onnx_models, cifar, variant):
-    """onnxruntime fuses QDQ into integer kernels (ORT_ENABLE_ALL, the default); run unfused
-    (ORT_ENABLE_BASIC) the same graph is plain float arithmetic on quantized values. They may differ
-    by rounding — one step of the output quantizer — but not more: 8-bit weights saturate int16
-    sums on x86 AVX2 and differ by up to the whole probability range there."""
+def _qdq_step_and_outputs(path, x, levels):
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_models[variant]))
+    model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     output_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "probs")
-    step = float(inits[output_dq.input[1]])
-    x = cifar.test.images[:N_TEST].astype(np.float32)
     outs = []
-    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+    for level in levels:
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = level
-        sess = ort.InferenceSession(str(onnx_models[variant]), opts, providers=["CPUExecutionProvider"])
-        outs.append(sess.run(None, {"pixels": x})[0])
-    assert np.abs(outs[0] - outs[1]).max() <= step * 1.01
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        outs.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"pixels": x})[0])
+    return float(inits[output_dq.input[1]]), outs
+
+
+@pytest.mark.parametrize("variant", ["int8", "int8_per_tensor"])
+def test_the_device_runtime_computes_what_the_qdq_graph_says(onnx_models, cifar, variant):
+    """Run unfused (ORT_ENABLE_BASIC) a QDQ graph is plain float arithmetic on quantized values, which is what
+    ARM's int32 kernels compute. The device runtime may differ from it by rounding — one step of the output
+    quantizer — but not more: on an x86 CPU without VNNI its fused kernels would saturate the exporter's 8-bit
+    weights (up to the whole probability range), so there it runs the graph unfused itself."""
+    from edgecifar.device.runtime import Classifier, UNFUSED_QDQ
+    from edgecifar.machine import int8_products_exact
+
+    x = cifar.test.images[:N_TEST].astype(np.float32)
+    step, (unfused,) = _qdq_step_and_outputs(onnx_models[variant], x, ["ORT_ENABLE_BASIC"])
+    clf = Classifier(onnx_models[variant])
+    got = clf.infer(x)
+    assert np.abs(got - unfused).max() <= step * 1.01
+    assert (clf.kernels == UNFUSED_QDQ) is (not int8_products_exact())
+
+
+def test_where_fused_kernels_would_saturate_the_runtime_runs_8_bit_weights_unfused(onnx_models, cifar, monkeypatch):
+    # Any CPU can check the AVX2 path: pretend the kernels are not exact, and the runtime must run the
+    # graph exactly as ORT_ENABLE_BASIC does, and say so in its runtime string (which every report prints).
+    from edgecifar.device import runtime
+
+    monkeypatch.setattr(runtime, "int8_products_exact", lambda: False)
+    x = cifar.test.images[:200].astype(np.float32)
+    _, (unfused,) = _qdq_step_and_outputs(onnx_models["int8"], x, ["ORT_ENABLE_BASIC"])
+    clf = runtime.Classifier(onnx_models["int8"], threads=1)
+    assert clf.kernels == runtime.UNFUSED_QDQ and clf.runtime.endswith(f"({runtime.UNFUSED_QDQ})")
+    assert np.array_equal(clf.infer(x), unfused)
+    float_clf = runtime.Classifier(onnx_models["float32"])  # float models never need it
+    assert float_clf.kernels is None and "unfused" not in float_clf.runtime
+
+
+@pytest.mark.parametrize("meta, needs", [
+    ({"quantization": {"format": "QDQ", "weights": "int8", "reduce_range": False}}, True),
+    ({"quantization": {"format": "QDQ", "weights": "int8", "reduce_range": True}}, False),  # 7-bit: never saturates
+    ({"quantization": None}, False), ({}, False)])
+def test_only_8_bit_qdq_weights_need_exact_int8_kernels(meta, needs):
+    from edgecifar.device.runtime import needs_exact_int8
+
+    assert needs_exact_int8(meta) is needs
+
+
+@pytest.mark.parametrize("flags, arch, exact", [
+    ({"avx2"}, "x86_64", False), ({"avx2", "avx512f", "avx512bw"}, "x86_64", False),
+    ({"avx2", "avx512_vnni"}, "x86_64", True), ({"avx2", "avx_vnni"}, "x86_64", True),
+    (set(), "aarch64", True), ({"neon"}, "armv7l", False)])
+def test_int8_products_exact_by_cpu(flags, arch, exact):
+    from edgecifar.machine import int8_products_exact
+
+    assert int8_products_exact(flags, arch) is exact
 
 
 def test_float_onnx_runs_in_every_reader_with_identical_top1(onnx_models, cifar):
@@ -252,7 +296,7 @@ def test_metadata_round_trips_through_the_device_reader(onnx_models):
     float_nodes = meta["quantization"].pop("float_nodes")
     assert len(float_nodes) == 1 and "scale_0_1" in float_nodes[0], float_nodes  # the input rescale stays float
     assert meta["quantization"] == {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": True,
-                                    "reduce_range": True, "calibration_method": "minmax",
+                                    "reduce_range": False, "calibration_method": "minmax",
                                     "calibration_samples": N_CALIB, "float_logits": False}
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["per_channel"] is False
     assert meta_io.read(onnx_models["int8_per_tensor"])["quantization"]["calibration_method"] == "entropy"

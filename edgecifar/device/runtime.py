@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..machine import usable_cores
+from ..machine import int8_products_exact, usable_cores
 from ..quiet import native_stderr, replay
 from . import metadata as meta_io
 
@@ -50,6 +50,35 @@ DYNAMIC_RANGE_ON_TFLITE_RUNTIME = (
     "probabilities up to 0.023 apart, top-1 changed on 1 of 200 images), so results will not match an x86 "
     "benchmark exactly; for that use ai-edge-litert (pip install ai-edge-litert) or the int8 / float artifacts"
 )
+
+# How an ONNX model with 8-bit int8 weights runs on a CPU whose fused int8 kernels would saturate
+# (x86 without VNNI; edgecifar.machine.int8_products_exact): the QDQ graph unfused, in float.
+UNFUSED_QDQ = "unfused QDQ, float"  # the Classifier.kernels of such a model; its .runtime (in every report) says it
+
+
+def needs_exact_int8(meta: dict) -> bool:
+    """Whether an ONNX model's metadata says int8 QDQ with full 8-bit weights (reduce_range off), which the
+    fused int8 kernels of an x86 CPU without VNNI saturate. 7-bit weights (older exports) never do."""
+    quant = (meta or {}).get("quantization") or {}
+    return quant.get("format") == "QDQ" and quant.get("weights") == "int8" and quant.get("reduce_range") is False
+
+
+def onnx_session_options(meta: dict, threads: int | None = None):
+    """(onnxruntime.SessionOptions, note) for an ONNX model with this metadata. With 8-bit int8 weights on a
+    CPU whose fused int8 kernels would saturate them, graph optimization stops at "basic", so the QDQ graph
+    runs unfused: float arithmetic on the quantized values, what ARM's int32 kernels compute to rounding.
+    The note says so (None when the defaults apply). (The quantization debugger needs no such care:
+    onnxruntime's qdq_loss_debug already runs with graph optimization off.)"""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if needs_exact_int8(meta) and not int8_products_exact():
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        return opts, UNFUSED_QDQ
+    return opts, None
 
 
 def _version(dist: str) -> str:
@@ -208,16 +237,17 @@ class Classifier:
         except ImportError:
             raise UserError("onnxruntime is not installed; pip install onnxruntime (or 'edgecifar[device]')") from None
         self.backend, self.backend_version = "onnxruntime", ort.__version__
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts, _ = onnx_session_options({}, threads)
         try:
             self._sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0][:160]
             raise UserError(f"{self.path}: onnxruntime cannot load it ({first}); re-export the model") from None
         self.meta = meta_io.from_onnx_session(self._sess, self.path)
+        unfused, note = onnx_session_options(self.meta, threads)
+        if note:  # the metadata lives in the file, so the first session had to open before this was known
+            self._sess = ort.InferenceSession(str(self.path), unfused, providers=["CPUExecutionProvider"])
+            self.kernels = note
         inp, out = self._sess.get_inputs()[0], self._sess.get_outputs()[0]
         self._in_name, self._out_name = inp.name, out.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
@@ -253,7 +283,8 @@ class Classifier:
 
     @property
     def runtime(self) -> str:
-        return f"{self.backend} {self.backend_version}"
+        base = f"{self.backend} {self.backend_version}"
+        return f"{base} ({self.kernels})" if self.backend == "onnxruntime" and self.kernels else base
 
     @property
     def is_integer(self) -> bool:
@@ -318,7 +349,7 @@ class Classifier:
     def describe(self) -> str:
         q = f", input quantization scale {self.input_quant[0]:.6g} zero point {self.input_quant[1]}" if self.input_quant else ""
         return f"{self.path.name}: {self.runtime}, input {self.input_shape} {self.input_dtype}{q}, threads {self.threads or 'default'}" + (
-            f", {self.kernels} kernels" if self.kernels else "")
+            f", {self.kernels} kernels" if self.kernels and self.backend != "onnxruntime" else "")
 
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}

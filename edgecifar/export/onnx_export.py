@@ -16,14 +16,18 @@ tensor has a shape and BN/bias are folded before ranges are measured) → ``quan
 with the calibration images. The exporter quantizes the softmax-less copy (export.logits) with
 ``float_logits``: the final Dense stays float, so the output is float logits without int8 ties.
 
-Weights use the 7-bit range (``reduce_range=True``, still stored as int8). On x86 CPUs without
-VNNI (AVX2), onnxruntime's fused int8 kernels add pairs of 8-bit products in int16 and saturate:
-measured on seed002_m1_cnn (per-channel), the fused model disagreed with the same QDQ graph run
-unfused on 21% of test images and lost 7 pp top-1. With 7-bit weights fused and unfused agree to
-one output step on every CPU, so the host's export check predicts the Pi (ARM kernels accumulate
-in int32 and never saturated). The cost of the lost bit depends on the network: none measurable on
-seed002_m1_cnn (60.1 % both), but 10.35 pp on the depthwise MobileNetV2 transfer model
-(benchmarks/results/onnx_weight_bits_seed004_mobilenetv2_transfer.md).
+Weights use the full 8-bit range. On x86 CPUs without VNNI (AVX2), onnxruntime's fused int8 kernels
+add pairs of 8-bit products in int16 and saturate: measured on seed002_m1_cnn (per-channel), the
+fused model disagreed with the same QDQ graph run unfused on 21% of test images and lost 7 pp top-1.
+ARM (the Pi) and x86 with VNNI accumulate in int32 and do not. So the exporter records
+``reduce_range: false`` in the metadata, and the device runtime (edgecifar.device.runtime.Classifier)
+runs such a model unfused, in float on the quantized values, on a CPU whose kernels would saturate
+(edgecifar.machine.int8_products_exact): correct everywhere, integer-fast where the kernels are exact.
+Until session 10 the exporter used 7-bit weights (``reduce_range=True``) instead, which no CPU
+saturates; that cost the depthwise MobileNetV2 transfer model 10.35 pp
+(benchmarks/results/onnx_weight_bits_seed004_mobilenetv2_transfer.md) and kept resnet8_edge's ONNX
+int8 at 98.25 % agreement with Keras (99.12 % with 8-bit weights). ``reduce_range=True`` stays
+available to the Python API.
 
 Metadata (edgecifar.device.metadata) goes into ``metadata_props["edgecifar"]`` as JSON.
 """
@@ -63,7 +67,7 @@ VERIFY_IMAGES = 64
 
 def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, opset: int = defaults.ONNX_OPSET, per_channel: bool = True,
                 calib_method: str = "minmax", keep_float=(), float_logits: bool = False, metadata: dict,
-                echo=print) -> Path:
+                echo=print, reduce_range: bool = False) -> Path:
     """Write `out_path` (.onnx): float32, or int8 QDQ when `quantize`; return the path.
 
     keras_model_path: a .keras file whose model takes (N, H, W, 3) float32 RGB pixels 0..255.
@@ -99,12 +103,12 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
             echo(f"    onnxruntime: static int8 QDQ ({'per-channel' if per_channel else 'per-tensor'} weights, "
                  f"{calib_method} calibration on {len(calib_images)} images)")
             proto, float_nodes = quantize_qdq(proto, calib_images, per_channel=per_channel, calib_method=calib_method,
-                                              keep_float=keep_float, float_logits=float_logits)
+                                              keep_float=keep_float, float_logits=float_logits, reduce_range=reduce_range)
             if float_logits:
                 echo(f"    final layer kept in float (float logits, no int8 ties): {', '.join(float_nodes[len(keep_float):])}")
             proto = for_every_reader(proto)
             quant = {"format": "QDQ", "weights": "int8", "activations": "int8", "per_channel": bool(per_channel),
-                     "reduce_range": True, "calibration_method": calib_method,
+                     "reduce_range": bool(reduce_range), "calibration_method": calib_method,
                      "calibration_samples": int(len(calib_images)), "float_nodes": sorted(float_nodes),
                      "float_logits": bool(float_logits)}
     proto = _checked(proto)
@@ -136,7 +140,7 @@ def keras_to_onnx(model, opset: int = defaults.ONNX_OPSET, output_name: str = "p
 
 
 def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = True, calib_method: str = "minmax",
-                 keep_float=(), float_logits: bool = False, reduce_range: bool = True):
+                 keep_float=(), float_logits: bool = False, reduce_range: bool = False):
     """(static int8 QDQ ModelProto of a float ModelProto calibrated on uint8 images, names of the nodes left in float).
 
     float_logits: also leave the final layer (output Gemm/MatMul, and an Add of its bias) in float.
@@ -145,8 +149,8 @@ def quantize_qdq(float_proto, calib_images: np.ndarray, *, per_channel: bool = T
     so argmax took the lower class index. Computed in float from the int8 features, the logits
     have no such ties (measured: 0 ties, top-1 agreement with Keras 93.6 % → 97.3 %) for one
     small float matrix product (features x classes) per image.
-    reduce_range: 7-bit weights (the exporter's choice, see the module docstring); False only for the
-    measurement in benchmarks/onnx_weight_bits_experiment.py.
+    reduce_range: 7-bit weights, which no CPU's fused kernels saturate (see the module docstring); the
+    exporter uses 8-bit weights and the runtime runs them unfused where they would saturate.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
