@@ -108,8 +108,8 @@ def main() -> None:
     lines = [f"# {new['model']} against every seed model: top-1 vs int8 size, MACs" + (" and latency" if latency else ""), "",
              f"Regenerate: `{regenerate} --out {args.out}`", "",
              "Accuracies and sizes come from the committed export reports (full 10,000-image test set, int8 TFLite in "
-             "LiteRT); MACs from `edgecifar models`. Seed-model int8 artifacts were exported before the float head "
-             "existed (integer output); the new model's int8 has the float head."]
+             "LiteRT); MACs from `edgecifar models`. The int8 output column says which reports predate the float "
+             "head (integer output, with ties) and which have it."]
     if latency:
         machine = results["machine"]
         lines += ["", f"Latency: int8 TFLite batch-1 p50 at 1 thread, all models in one benchmark run ({args.latency}; "

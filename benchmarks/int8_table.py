@@ -47,13 +47,21 @@ def rows(report: dict, path: Path, time_it: bool) -> list[dict]:
         out.append({
             "report": str(path), "model": report.get("model"), "zoo_model": report.get("zoo_model"), "format": fmt,
             "keras": a["keras_accuracy"], "delta_pp": a["delta_pp"], "agreement": a["agreement"], "ties": a["top1_ties"],
-            "size_bytes": a["size_bytes"], "float_layers": aware.get("kept_float") or [],
+            "size_bytes": a["size_bytes"], "float_layers": aware.get("kept_float") or [], "float_head": _float_head(a),
             "qat_epochs": (report.get("qat") or {}).get("epochs", 0),
             "calibration": (report.get("calibration") or {}).get("augmentation"),
             "met": abs(a["delta_pp"]) <= max_pp + 1e-9 and a["agreement"] >= min_agree - 1e-9 and a["top1_ties"] == 0,
             "latency_ms": ms, "int8_full_latency_ms": full_ms if fmt == "tflite_int8" else None,
         })
     return out
+
+
+def _float_head(artifact: dict) -> bool:
+    """Whether the artifact computes its final layer in float (reports before the float head: integer output)."""
+    conversion = artifact.get("conversion") or {}
+    if artifact["format"] == "tflite_int8":
+        return "head" in conversion
+    return bool((conversion.get("quantization") or {}).get("float_logits"))
 
 
 def _latency(artifact: dict | None, time_it: bool) -> float | None:
@@ -84,7 +92,8 @@ def markdown(table: list[dict], command: str, out_dir: Path) -> str:
     ]
     for r in table:
         name = Path(r["report"]).parent.name
-        floats = str(len(r["float_layers"])) if r["float_layers"] else "head only" if r["format"] == "tflite_int8" else "final layer"
+        head = "final layer" if r["float_head"] else "none (integer output)"
+        floats = f"{head} + {len(r['float_layers'])}" if r["float_layers"] else head
         lines.append(
             f"| [{name}]({Path(os.path.relpath(Path(r['report']).with_suffix('.md'), out_dir)).as_posix()}) | {r['format']} | {100 * r['keras']:.2f} % "
             f"| {r['delta_pp']:+.2f} | {100 * r['agreement']:.2f} % | {r['ties']} | {human_size(r['size_bytes'])} | {floats} "

@@ -41,10 +41,16 @@ def row(report: dict, path: Path) -> dict:
     is_artifact = Path(model).suffix in (".tflite", ".onnx")
     blur = report["accuracy"].get(BLUR_SIGMA_1[0], {}).get(BLUR_SIGMA_1[1])
     return {"report": relative(path), "model": model, "run": run_of(model),
-            "artifact": Path(model).name if is_artifact else "Keras",
+            "artifact": _artifact_name(Path(model)) if is_artifact else "Keras",
             "samples": report["samples"], "clean": report["clean_accuracy"], "mca": report["mca"],
             "blur_sigma1": blur, "trained_families": split["mca_camera_trained_families"],
             "unseen_families": split["mca_camera_unseen_families"], "per_corruption": report["corruption_mean"]}
+
+
+def _artifact_name(path: Path) -> str:
+    """The file name, with its folder when that is not the run's plain export/ (export_qat/x.tflite)."""
+    folder = path.parent.name
+    return f"{folder}/{path.name}" if folder.startswith("export") and folder != "export" else path.name
 
 
 def worst_gap(artifact: dict, keras: dict) -> tuple[str, float]:

@@ -50,7 +50,7 @@ class CalibrationSet:
         """The same images through the training camera augmentation (edgecifar/camera_augment.py) at `rate`,
         seeded. Why: int8 ranges should come from what the model sees. A run trained with `--augment camera`
         saw degraded images, and so does the device. Measured on seed003 camera rate 0.5, all 10,000 test
-        images: agreement with Keras 98.09 -> 98.32 % (TFLite int8), 98.27 -> 98.46 % (ONNX int8)."""
+        images: agreement with Keras 98.09 -> 98.32 % (TFLite int8), 98.27 -> 98.46 % (ONNX int8, 7-bit weights then)."""
         from .. import camera_augment
 
         images = camera_augment.camera_augment(self.images, np.random.default_rng(seed), rate)
