@@ -87,6 +87,8 @@ def markdown(table: list[dict], command: str, out_dir: Path) -> str:
         "machine that ran it (– where the run's artifacts are not on it). int8_full: the fully integer TFLite of "
         "the same export.",
         "",
+        f"Timed on: {machine_line()}.",
+        "",
         "| report | format | Keras top-1 | Δ (pp) | agreement | ties | size | float layers | QAT | target | ms | int8_full ms |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|",
     ]
@@ -101,6 +103,14 @@ def markdown(table: list[dict], command: str, out_dir: Path) -> str:
             f"| {ms(r['int8_full_latency_ms'])} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def machine_line() -> str:
+    import time
+
+    from edgecifar.machine import cpu_model, usable_cores
+
+    return f"{cpu_model()}, {usable_cores()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
 
 
 def main(argv=None) -> int:
