@@ -22,10 +22,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from edgecifar import defaults
 from edgecifar.files import human_size, write_json, write_text
 
 FORMATS = ("tflite_int8", "onnx_int8")
-TARGETS = {"default": (0.3, 0.985), "seed004_mobilenetv2_transfer": (0.5, 0.975)}
+# The exporter's own target (edgecifar/defaults.py), and issue 15's looser one for the MobileNetV2 transfer model.
+TARGETS = {"default": (defaults.INT8_TARGET_PP, defaults.INT8_TARGET_AGREEMENT), "seed004_mobilenetv2_transfer": (0.5, 0.975)}
 
 
 def targets(zoo_model: str | None) -> tuple[float, float]:

@@ -80,6 +80,8 @@ def export_onnx(keras_model_path, out_path, calib_images, *, quantize: bool, ops
     float_logits:     the model outputs logits (edgecifar.export.logits): leave the final layer
                       (the Gemm/MatMul producing the output) in float, see quantize_qdq.
     metadata:         the artifact metadata; "onnx_opset" and "quantization" are added to a copy.
+    reduce_range:     7-bit weights instead of 8 (int8 only): fused kernels never saturate them, on
+                      any CPU, at an accuracy cost (module docstring). `edgecifar export` keeps 8 bits.
 
     The file is written atomically (temp name, then rename). Raises UserError for bad options,
     RuntimeError if the converted model fails the ONNX checker or disagrees with Keras.
