@@ -51,6 +51,7 @@ def rows(report: dict, path: Path, time_it: bool) -> list[dict]:
             "keras": a["keras_accuracy"], "delta_pp": a["delta_pp"], "agreement": a["agreement"], "ties": a["top1_ties"],
             "size_bytes": a["size_bytes"], "float_layers": aware.get("kept_float") or [], "float_head": _float_head(a),
             "qat_epochs": (report.get("qat") or {}).get("epochs", 0),
+            "bias_correction": bool(report.get("bias_correction")),
             "calibration": (report.get("calibration") or {}).get("augmentation"),
             "met": abs(a["delta_pp"]) <= max_pp + 1e-9 and a["agreement"] >= min_agree - 1e-9 and a["top1_ties"] == 0,
             "latency_ms": ms, "int8_full_latency_ms": full_ms if fmt == "tflite_int8" else None,
@@ -91,8 +92,9 @@ def markdown(table: list[dict], command: str, out_dir: Path) -> str:
         "",
         f"Timed on: {machine_line()}.",
         "",
-        "| report | format | Keras top-1 | Δ (pp) | agreement | ties | size | float layers | QAT | target | ms | int8_full ms |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|",
+        "| report | format | Keras top-1 | Δ (pp) | agreement | ties | size | float layers | bias corr. | QAT | target | ms "
+        "| int8_full ms |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|---:|---:|",
     ]
     for r in table:
         name = Path(r["report"]).parent.name
@@ -101,7 +103,7 @@ def markdown(table: list[dict], command: str, out_dir: Path) -> str:
         lines.append(
             f"| [{name}]({Path(os.path.relpath(Path(r['report']).with_suffix('.md'), out_dir)).as_posix()}) | {r['format']} | {100 * r['keras']:.2f} % "
             f"| {r['delta_pp']:+.2f} | {100 * r['agreement']:.2f} % | {r['ties']} | {human_size(r['size_bytes'])} | {floats} "
-            f"| {r['qat_epochs'] or '–'} | {'met' if r['met'] else 'missed'} | {ms(r['latency_ms'])} "
+            f"| {'yes' if r['bias_correction'] else '–'} | {r['qat_epochs'] or '–'} | {'met' if r['met'] else 'missed'} | {ms(r['latency_ms'])} "
             f"| {ms(r['int8_full_latency_ms'])} |")
     lines.append("")
     return "\n".join(lines)

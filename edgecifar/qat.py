@@ -13,10 +13,13 @@ What it does, in order (`fine_tune`):
        after a convolution without its own activation folds into it at export, and per-channel
        symmetric rounding does not change under a per-channel scale, so rounding the kernel before
        the fold is rounding the folded kernel the converter ships. BatchNorm is frozen so that fold
-       stays the same. (DepthwiseConv2D is not simulated yet: such models are refused.)
+       stays the same. DepthwiseConv2D likewise, per channel (its channel axis is the third).
+       A model that nests models (transfer models: backbone, head) is simulated flattened (`flatten`).
      - activations: per tensor, 8-bit asymmetric, at every tensor TFLite stores in int8 (after a
        fused conv/BN/ReLU or Add/ReLU chain, after pooling averages), in the min/max range over the
-       export's own calibration images, as the converter sets it (recalibrated after every epoch).
+       export's own calibration images, as the converter sets it (recalibrated after every epoch);
+       except where the converter fixes the range: [0, 6] after a ReLU6, the input's range after an
+       average pool (MEAN keeps its input's scale).
      - the head Dense stays float: the default int8 artifact computes it in float (float head).
   2. Fine-tune that copy for a few epochs to reproduce the original model's own predictions
      (self-distillation: mean squared error against its logits on training images, no labels), so
@@ -45,12 +48,12 @@ LEARNING_RATE = 1e-5  # Adam, cosine to 0: small steps, the model is already tra
 BATCH_SIZE = 128
 SEED = 0
 
-WEIGHT_LAYERS = ("Conv2D", "Dense")
+WEIGHT_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 # Layers whose output TFLite keeps in the same int8 grid as their input (or never materialises).
 PASS_THROUGH = ("InputLayer", "Dropout", "Flatten", "Reshape", "MaxPooling2D", "ZeroPadding2D", "Rescaling",
                 "SpatialDropout2D", "Identity")
 # A layer of these kinds feeding only a BatchNorm or a ReLU is fused with it: no int8 tensor between.
-FUSES_FORWARD = ("Conv2D", "Dense", "BatchNormalization", "Add")
+FUSES_FORWARD = ("Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "Add")
 
 
 def _keras():
@@ -70,6 +73,35 @@ def fake_quant_kernel(kernel):
     ops = keras.ops
     amax = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1))), 1e-8))
     return keras.quantizers.fake_quant_with_min_max_vars(kernel, -amax, amax, num_bits=8, narrow_range=True, axis=-1)
+
+
+def fake_quant_depthwise_kernel(kernel):
+    """fake_quant_kernel for a DepthwiseConv2D kernel (kh, kw, channels, 1): per channel on the third axis. With a
+    depth multiplier of 1, (kh, kw, C, 1) and (kh, kw, 1, C) hold the same values in the same order."""
+    ops = _keras().ops
+    shape = tuple(kernel.shape)
+    if shape[-1] != 1:
+        raise ValueError(f"QAT simulates depth multiplier 1 only (kernel shape {shape})")
+    flat = fake_quant_kernel(ops.reshape(kernel, shape[:2] + (1, shape[2])))
+    return ops.reshape(flat, shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _qat_depthwise_class():
+    """DepthwiseConv2D with its kernel read through fake_quant_depthwise_kernel. Unlike Conv2D it keeps the kernel
+    in a plain attribute (build() assigns it, call() reads it), so the property needs a setter."""
+    keras = _keras()
+
+    class Int8DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+        @property
+        def kernel(self):
+            return fake_quant_depthwise_kernel(self._float_kernel)
+
+        @kernel.setter
+        def kernel(self, value):
+            self._float_kernel = value
+
+    return keras.saving.register_keras_serializable("edgecifar_qat")(Int8DepthwiseConv2D)
 
 
 @functools.lru_cache(maxsize=None)  # one class per base, registered once
@@ -95,10 +127,13 @@ def _fake_quant_layer():
     class ActivationFakeQuant(keras.layers.Layer):
         """Per-tensor 8-bit fake quantization of a layer's output, in a range set by `calibrate_ranges`."""
 
-        def __init__(self, inner, **kwargs):
+        def __init__(self, inner, fixed=None, follows=None, **kwargs):
             super().__init__(name=kwargs.pop("name", f"{inner.name}_int8"), **kwargs)
             self.inner = inner
             self.calibrating = False  # a Python flag: fit() traces with it off, so training never moves a range
+            # Where TFLite does not calibrate the range: ReLU6's output is always [0, 6] (fixed), and an average
+            # pool keeps its input's scale (follows: the fake-quant layer of the producer).
+            self.fixed, self.follows = fixed, follows
 
         def build(self, input_shape):
             self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False)
@@ -156,18 +191,58 @@ def quantized_tensors(model, head: str | None) -> list[str]:
 
 
 def check_supported(model) -> None:
-    """ValueError (one line) for a model this module cannot rewrite faithfully."""
+    """ValueError (one line) for a model this module cannot rewrite faithfully (nested models are checked too)."""
     keras = _keras()
-    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
-    if nested:
-        raise ValueError(f"QAT rewrites flat models only; {model.name} nests model(s) {', '.join(nested)}")
-    depthwise = [layer.name for layer in model.layers if type(layer).__name__ == "DepthwiseConv2D"]
-    if depthwise:
-        raise ValueError(f"QAT does not simulate DepthwiseConv2D yet ({', '.join(depthwise[:3])} in {model.name})")
     # Graph ops that are not layers (x + y, keras.ops.*) would hide int8 tensors from quantized_tensors().
     bare = [op.name for op in getattr(model, "operations", []) if not isinstance(op, keras.layers.Layer)]
     if bare:
         raise ValueError(f"QAT needs a model built from layers only; {model.name} has bare ops {', '.join(bare[:3])}")
+    multiplier = [layer.name for layer in model.layers
+                  if type(layer).__name__ == "DepthwiseConv2D" and layer.get_config().get("depth_multiplier", 1) != 1]
+    if multiplier:
+        raise ValueError(f"QAT simulates DepthwiseConv2D with depth multiplier 1 only ({', '.join(multiplier[:3])})")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            check_supported(layer)
+    shared = [layer.name for layer in model.layers if len(getattr(layer, "_inbound_nodes", [])) > 1 and not isinstance(layer, keras.Model)]
+    if shared:  # flatten() replays each layer once
+        raise ValueError(f"QAT needs every layer used once; {model.name} reuses {', '.join(shared[:3])}")
+
+
+def flatten(model):
+    """A flat functional copy of `model` (same weights): nested models' layers replayed in place of the nested
+    model, so every int8 tensor is a layer output of one graph. A flat model comes back as it is."""
+    keras = _keras()
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs]
+    outputs = _replay(model, inputs)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _replay(model, inputs):
+    """`model`'s graph called on `inputs` with fresh copies of its layers (nested models replayed recursively)."""
+    keras = _keras()
+    memo = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
+
+    def mapped(structure):
+        return keras.tree.map_structure(lambda t: memo.get(id(t), t) if isinstance(t, keras.KerasTensor) else t, structure)
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        node = next(n for n in layer._inbound_nodes if all(id(t) in memo for t in n.input_tensors))
+        args, kwargs = mapped(node.arguments.args), mapped(node.arguments.kwargs)
+        if isinstance(layer, keras.Model):
+            out = _replay(layer, keras.tree.flatten(args))
+            out = out[0] if len(out) == 1 else out
+        else:
+            fresh = type(layer).from_config(layer.get_config())
+            out = fresh(*args, **kwargs)
+            fresh.set_weights(layer.get_weights())
+        for t, x in zip(node.output_tensors, keras.tree.flatten(out), strict=True):
+            memo[id(t)] = x
+    return [memo[id(t)] for t in model.outputs]
 
 
 def simulate_int8(model, head: str | None = None, points: list[str] | None = None):
@@ -179,8 +254,10 @@ def simulate_int8(model, head: str | None = None, points: list[str] | None = Non
     """
     keras = _keras()
     check_supported(model)
+    model = flatten(model)
     points = set(quantized_tensors(model, head) if points is None else points)
-    classes = {"Conv2D": _qat_class(keras.layers.Conv2D), "Dense": _qat_class(keras.layers.Dense)}
+    classes = {"Conv2D": _qat_class(keras.layers.Conv2D), "Dense": _qat_class(keras.layers.Dense),
+               "DepthwiseConv2D": _qat_depthwise_class()}
     fake_quant = _fake_quant_layer()
 
     def clone(layer):
@@ -195,16 +272,37 @@ def simulate_int8(model, head: str | None = None, points: list[str] | None = Non
         new = cls.from_config(config)
         if kind == "BatchNormalization":
             new.trainable = False  # frozen: the fold the converter makes is the one trained against
-        return fake_quant(new) if layer.name in points else new
+        if layer.name not in points:
+            return new
+        return fake_quant(new, fixed=_fixed_range(layer), follows=_same_scale_as(layer, model, points))
 
     sim = keras.models.clone_model(model, clone_function=clone)
     copy_weights(model, sim)
     return sim
 
 
+def _fixed_range(layer):
+    """(0, max_value) for a capped ReLU (ReLU6): TFLite quantizes its output to that range, not the calibrated one."""
+    cap = layer.get_config().get("max_value") if type(layer).__name__ == "ReLU" else None
+    return (0.0, float(cap)) if cap else None
+
+
+def _same_scale_as(layer, model, points):
+    """The quantized producer whose scale an average pool keeps in TFLite (MEAN, AVERAGE_POOL_2D), else None."""
+    if type(layer).__name__ not in ("GlobalAveragePooling2D", "AveragePooling2D"):
+        return None
+    parents = [parent.operation.name for node in layer._inbound_nodes for parent in node.parent_nodes]
+    return f"{parents[0]}_int8" if len(parents) == 1 and parents[0] in points else None
+
+
 def _inner_layers(model) -> dict:
+    """{name: layer} through fake-quant wrappers and nested models (names are unique in the models QAT takes)."""
+    keras = _keras()
     found = {}
     for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_inner_layers(layer))
+            continue
         found[layer.name] = layer
         inner = getattr(layer, "inner", None)
         if inner is not None:
@@ -227,8 +325,12 @@ def copy_weights(src, dst) -> None:
 
 
 def float_head(model) -> str | None:
-    """The float-head artifact's float layer: the model's final Dense (None when the model ends otherwise)."""
+    """The float-head artifact's float layer: the model's final Dense, looked for inside a final nested model too
+    (None when the model ends otherwise)."""
+    keras = _keras()
     last = model.layers[-1] if getattr(model, "layers", None) else None
+    if isinstance(last, keras.Model):
+        return float_head(last)
     return last.name if type(last).__name__ == "Dense" else None
 
 
@@ -244,12 +346,13 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
         raise ValueError(f"QAT needs at least 1 epoch, got {epochs}")
     keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()
-    check_supported(model)  # before the teacher's predictions (slow) and the graph walk (assumes a flat model)
-    points = quantized_tensors(model, head)
+    check_supported(model)  # before the teacher's predictions (slow) and the graph walk
+    flat = flatten(model)
+    points = quantized_tensors(flat, head)
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
     teacher = model.predict(images, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
-    sim = simulate_int8(model, head, points)
+    sim = simulate_int8(flat, head, points)
     steps = epochs * math.ceil(len(images) / batch_size)
     sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
                 loss=keras.losses.MeanSquaredError())
@@ -295,6 +398,15 @@ def calibrate_ranges(sim, images: np.ndarray, batch_size: int = BATCH_SIZE) -> N
     finally:
         for q in quantizers:
             q.calibrating = False
+    for q in quantizers:  # the ranges TFLite does not take from calibration
+        if q.fixed is not None:
+            q.range_min.assign(q.fixed[0])
+            q.range_max.assign(q.fixed[1])
+    for q in quantizers:
+        if q.follows is not None:
+            source = sim.get_layer(q.follows)
+            q.range_min.assign(source.range_min)
+            q.range_max.assign(source.range_max)
 
 
 def _agreement(model, images, teacher_logits) -> float:

@@ -122,14 +122,69 @@ def test_fine_tune_returns_a_plain_tuned_model_and_says_what_it_did(cifar):
         qat.fine_tune(model, images, images, epochs=0)
 
 
-def test_nested_models_are_refused():
-    """Transfer models nest their backbone: QAT says so instead of rewriting half a model."""
+def _nested_depthwise_model(seed=0):
+    """A MobileNetV2-style transfer model in miniature: scaling, a nested backbone with Conv → BN → ReLU6 →
+    DepthwiseConv → BN → ReLU6 → Conv → BN, global average pooling, and a nested head ending in the logits."""
     import keras
 
-    inputs = keras.Input((8,))
-    backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)], name="backbone")
-    model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
-    with pytest.raises(ValueError, match="nests model"):
+    L = keras.layers
+    keras.utils.set_random_seed(seed)
+    b_in = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", use_bias=False, name="expand")(b_in)
+    x = L.ReLU(6.0, name="expand_relu")(L.BatchNormalization(name="expand_bn")(x))
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = L.ReLU(6.0, name="dw_relu")(L.BatchNormalization(name="dw_bn")(x))
+    x = L.BatchNormalization(name="project_bn")(L.Conv2D(4, 1, use_bias=False, name="project")(x))
+    x = L.ReLU(6.0, name="out_relu")(x)
+    backbone = keras.Model(b_in, L.GlobalAveragePooling2D(name="gap")(x), name="backbone")
+    h_in = keras.Input((4,))
+    head = keras.Model(h_in, L.Dense(3, name="logits")(L.Dense(5, activation="relu", name="hidden")(h_in)), name="head")
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, head(backbone(L.Rescaling(1 / 127.5, -1.0, name="scaling")(inputs))), name="tiny")
+
+
+def test_nested_models_with_depthwise_layers_are_simulated_flattened():
+    """Transfer models nest their backbone and head: QAT replays them as one graph, with the same weights and the
+    same outputs, rounds depthwise kernels per channel, and tunes weights that go back into the nested model."""
+    import keras
+
+    model = _nested_depthwise_model()
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    flat = qat.flatten(model)
+    assert not any(isinstance(layer, keras.Model) for layer in flat.layers)
+    assert np.array_equal(flat.predict(images, verbose=0), model.predict(images, verbose=0))
+    assert qat.float_head(model) == "logits"
+    points = qat.quantized_tensors(flat, "logits")
+    assert points == ["expand_relu", "dw_relu", "out_relu", "gap", "hidden"]  # project conv → BN → ReLU6 fuse
+    sim = qat.simulate_int8(model, "logits")
+    dw = sim.get_layer("dw")
+    kernel, raw = keras.ops.convert_to_numpy(dw.kernel), keras.ops.convert_to_numpy(dw._float_kernel)
+    steps = kernel / (np.abs(raw).max(axis=(0, 1, 3), keepdims=True) / 127)
+    assert np.allclose(steps, np.round(steps), atol=1e-3) and not np.array_equal(kernel, raw)
+    # Ranges as TFLite sets them: ReLU6 outputs [0, 6] whatever calibration saw; the pool keeps its input's range.
+    qat.calibrate_ranges(sim, images)
+    relu6 = sim.get_layer("dw_relu_int8")
+    assert (float(relu6.range_min), float(relu6.range_max)) == (0.0, 6.0)
+    gap, out = sim.get_layer("gap_int8"), sim.get_layer("out_relu_int8")
+    assert float(gap.range_max) == float(out.range_max) == 6.0
+    hidden = sim.get_layer("hidden_int8")  # calibrated from the images
+    assert float(hidden.range_min) == 0.0 < float(hidden.range_max)
+    before = [w.copy() for w in model.get_weights()]
+    tuned, info = qat.fine_tune(model, images, images[:32], head="logits", epochs=1, lr=1e-3, batch_size=16,
+                                echo=lambda *_: None)
+    assert [type(layer).__name__ for layer in tuned.layers] == [type(layer).__name__ for layer in model.layers]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))  # the original never changes
+    assert not np.array_equal(tuned.get_layer("backbone").get_layer("dw").get_weights()[0],
+                              model.get_layer("backbone").get_layer("dw").get_weights()[0])
+    assert info["quantized_tensors"] == points
+
+
+def test_depth_multipliers_other_than_one_are_refused():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw2")(inputs))
+    with pytest.raises(ValueError, match="depth multiplier 1 only"):
         qat.simulate_int8(model)
 
 

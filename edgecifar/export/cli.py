@@ -39,6 +39,10 @@ from . import FORMATS
 @click.option("--qat", "qat_epochs", type=click.IntRange(min=0), default=0, metavar="EPOCHS", show_default=True,
               help="Before the int8 conversions, fine-tune the model EPOCHS epochs with int8 simulated, to agree with "
                    "itself (edgecifar/qat.py; pure Keras). Artifacts are still checked against the original model.")
+@click.option("--bias-correction", is_flag=True,
+              help="Before the int8 conversions, put back the per-channel mean output shift that int8 weight rounding "
+                   "causes, measured on the calibration images (edgecifar/export/bias_correction.py). Helps "
+                   "depthwise nets (MobileNetV2) most.")
 @click.option("--calib-augment", type=click.Choice(["auto", "camera", "none"]), default="auto", show_default=True,
               help="Degrade the calibration images with the camera augmentation: auto = as the run was trained "
                    "(`train --augment camera` runs, at their rate), camera = always, none = never.")
@@ -46,7 +50,8 @@ from . import FORMATS
 @click.option("--runs-dir", type=click.Path(), help="Where to look for the latest run when RUN is left out.")
 @click.option("--out", "out_dir", type=click.Path(), help="Output folder (default RUN/export).")
 def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, io_dtype, per_channel, calib_method, opset,
-               max_drop, debug_quant, accuracy_aware, qat_epochs, calib_augment, data_dir, runs_dir, out_dir):
+               max_drop, debug_quant, accuracy_aware, qat_epochs, bias_correction, calib_augment, data_dir, runs_dir,
+               out_dir):
     """Export RUN (default: the latest finished run) to TFLite and ONNX, calibrated and checked.
 
     \b
@@ -71,6 +76,7 @@ def export_cmd(run, int8, fp16, formats, calib_samples, check_samples, as_json, 
                         io_dtype=io_dtype, opset=opset, per_channel=per_channel, calib_method=calib_method,
                         max_drop=max_drop, debug_quant=debug_quant, runs_dir=runs_dir, out_dir=out_dir, command=command,
                         accuracy_aware=accuracy_aware, qat_epochs=qat_epochs, calib_augment=calib_augment,
+                        bias_correction=bias_correction,
                         echo=progress_echo(as_json))
     if as_json:
         from ..files import dumps

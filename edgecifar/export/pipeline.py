@@ -25,7 +25,7 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
                data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
                max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
                command: str | None = None, accuracy_aware: bool = True, qat_epochs: int = 0,
-               calib_augment: str = "auto") -> dict:
+               calib_augment: str = "auto", bias_correction: bool = False) -> dict:
     """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
 
     report["max_drop"]["exceeded"] lists int8 formats that lost more than `max_drop` pp (or failed).
@@ -33,6 +33,8 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     float (export/fallback.py; needs a check set of at least 1,000 images).
     qat_epochs: before the int8 conversions, fine-tune the int8 source model that many epochs with int8
     simulated (edgecifar/qat.py); every artifact is still checked against the original model.
+    bias_correction: before that, put back the per-channel mean output shift that int8 weight rounding
+    causes, measured on the calibration images (edgecifar/export/bias_correction.py).
     calib_augment: "auto" calibrates on the images as the run was trained (camera-degraded at the
     run's rate for `--augment camera` runs, else as stored); "camera" always degrades them (at the
     run's rate, else 1); "none" never does (edgecifar.export.calibration.CalibrationSet.camera_augmented).
@@ -42,7 +44,8 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     t_start = time.perf_counter()
     fmts = select_formats(formats)
-    needs_calib = _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel)
+    needs_calib = _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel,
+                                 bias_correction)
     if calib_augment not in CALIB_AUGMENT:
         raise UserError(f"unknown calibration augmentation {calib_augment!r}; choose from {', '.join(CALIB_AUGMENT)}")
 
@@ -73,8 +76,9 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
     tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, qat_epochs, echo) \
         if qat_epochs else None
-    artifacts, debug_paths, qat_info = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
-                                                    debug_quant, echo, tune)
+    correct = _bias_corrector(calib.images, echo) if bias_correction else None
+    artifacts, debug_paths, prepared = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
+                                                    debug_quant, echo, tune, correct)
 
     # 6. The report, written last.
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
@@ -82,7 +86,8 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     report = _report(command or f"edgecifar.export.export_run({str(src.run)!r}, formats={fmts})", src, source_model, ref, ds,
                      calib, val_ref, no_val, fmts, settings, artifacts, debug_paths, _max_drop(artifacts, max_drop), versions,
                      time.perf_counter() - t_start)
-    report["qat"] = qat_info
+    report["qat"] = prepared["qat"]
+    report["bias_correction"] = prepared["bias_correction"]
     json_path, md_path = reporting.save(report, out)
     echo("")
     echo(reporting.table(report))
@@ -93,14 +98,21 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     return report
 
 
-def _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel) -> bool:
+def _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel,
+                   bias_correction=False) -> bool:
     """Every option checked before anything slow or written (UserError); returns whether int8 needs calibration."""
     from .calibration import validate_count
 
     _validate_options(fmts, io_dtype, calib_method, check_samples, opset)
     needs_calib = any(f in INT8_FORMATS for f in fmts)
+    if bias_correction and not needs_calib:
+        raise UserError(f"--bias-correction prepares the int8 formats, and none was asked for: add --int8 "
+                        f"(formats: {', '.join(fmts)})")
     if qat_epochs and not needs_calib:
         raise UserError(f"--qat tunes the int8 formats, and none was asked for: add --int8 (formats: {', '.join(fmts)})")
+    if bias_correction and not per_channel:
+        raise UserError("--bias-correction models per-channel weights, as the default export: drop --per-tensor, or "
+                        "--bias-correction")
     if qat_epochs and not per_channel:
         raise UserError("--qat simulates per-channel weights, as the default export: drop --per-tensor, or --qat")
     if needs_calib:
@@ -200,14 +212,15 @@ def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, s
 
 
 def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: dict, accuracy_aware: bool, debug_quant: bool,
-                 echo, tune=None) -> tuple[list[dict], list[str] | None, dict | None]:
+                 echo, tune=None, correct=None) -> tuple[list[dict], list[str] | None, dict]:
     """Every format: convert at a staged name, check, install (then the accuracy-aware search for int8);
-    TFLite first, then ONNX. Returns (report rows, debug report paths, the QAT report or None)."""
+    TFLite first, then ONNX. Returns (report rows, debug report paths, {"qat": its report or None,
+    "bias_correction": its report or None})."""
     artifacts = []
     ordered = [f for f in fmts if f.startswith("tflite_")] + [f for f in fmts if f.startswith("onnx_")]
     o = options
     with scratch_dir("export") as tmp:
-        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune)
+        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune, correct)
         for step, fmt in enumerate(ordered, 1):
             echo(f"[{step}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(src.name, fmt)
@@ -224,7 +237,7 @@ def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: d
             artifacts.append(row)
         # On the model the int8 artifacts were converted from.
         debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
-    return artifacts, debug_paths, sources.qat
+    return artifacts, debug_paths, {"qat": sources.qat, "bias_correction": sources.bias_correction}
 
 
 @dataclass
@@ -267,8 +280,10 @@ def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
         echo=echo)
     block = row.get("accuracy_aware") or {}
     if block.get("met") is False and "skipped" not in block and sources.qat is None:
-        echo("    post-training quantization cannot meet the target here; `--qat 2` fine-tunes the model with int8 "
-             "simulated first (edgecifar/qat.py)")
+        first = "" if sources.bias_correction else "`--bias-correction` removes the mean shift of int8 weight rounding " \
+                                                   "(edgecifar/export/bias_correction.py; depthwise nets gain most), and "
+        echo(f"    post-training quantization cannot meet the target here; {first}`--qat 2` fine-tunes the model with "
+             "int8 simulated first (edgecifar/qat.py)")
     return row
 
 
@@ -403,14 +418,15 @@ class _Sources:
 
     TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy that
     outputs centred logits (edgecifar.export.logits) with any post-ReLU BatchNormalization folded
-    (edgecifar.export.bn_fold), float formats the model as trained.
+    (edgecifar.export.bn_fold), then bias-corrected and QAT-tuned when asked; float formats the model as trained.
     """
 
-    def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None):
+    def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None, correct=None):
         self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
         self._cache = {}
         self.logits_how = None
         self.tune, self.qat = tune, None  # tune(model) -> (QAT-tuned copy, report), applied to the int8 source
+        self.correct, self.bias_correction = correct, None  # correct(model) -> (bias-corrected copy, report), before QAT
         self.logits_output = False
         if tune is not None:  # now, not inside a format's conversion: a model QAT cannot rewrite is a usage error
             self._model(True)
@@ -429,6 +445,10 @@ class _Sources:
             if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
                 self.logits_how = f"{self.logits_how}; {folded}"
                 self.echo(f"    {folded}")
+            if self.correct is not None:
+                copy, self.bias_correction = self.correct(copy)
+                self.logits_how = (f"{self.logits_how}; then int8 weight-rounding bias correction "
+                                   f"({self.bias_correction['layers_corrected']} layers)")
             if self.tune is not None:
                 copy, self.qat = self.tune(copy)
                 self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
@@ -468,7 +488,7 @@ class _Sources:
 
 def _check_qat(model) -> None:
     # The trained model itself: the logits copy QAT later tunes has the same layers less a softmax, so what
-    # this refuses (nested models, depthwise layers, bare ops) is the same, without cloning the model twice.
+    # this refuses (bare ops, reused layers, depth multipliers above 1) is the same, without cloning the model twice.
     from .. import qat
 
     try:
@@ -484,6 +504,17 @@ def _tuning_images(train, held):
     import numpy as np
 
     return train.images if held is None else np.delete(train.images, held, axis=0)
+
+
+def _bias_corrector(calibration, echo):
+    """correct(model) -> (bias-corrected copy, report): edgecifar/export/bias_correction.py on the calibration images."""
+    def correct(model):
+        from .bias_correction import correct as run
+
+        echo(f"    bias correction of int8 weight rounding on the {len(calibration)} calibration images")
+        return run(model, calibration, echo)
+
+    return correct
 
 
 def _qat_tuner(images, calibration, epochs: int, echo):

@@ -82,6 +82,7 @@ def markdown(report: dict) -> str:
             + "TFLite and ONNX int8 are calibrated on these same images.",
             "",
         ]
+    lines += _bias_correction_lines(report.get("bias_correction"))
     lines += _qat_lines(report.get("qat"))
     lines += _accuracy_aware_lines(report["artifacts"])
     lines += _validation_lines(report)
@@ -100,6 +101,21 @@ def markdown(report: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     lines += [f"Tools: {versions}. Export took {report['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _bias_correction_lines(bc: dict | None) -> list[str]:
+    if not bc:
+        return []
+    skipped = f" Skipped: {', '.join(bc['skipped'])}." if bc["skipped"] else ""
+    return [
+        "## Bias correction",
+        "",
+        f"The int8 artifacts were converted from a copy of the model whose biases absorb the mean output shift that int8 "
+        f"weight rounding causes ({bc['method']}): {bc['layers_corrected']} layer(s), measured on the "
+        f"{bc['images']:,} calibration images, largest per-channel shift {bc['largest_shift']:.4f}, {bc['seconds']:.0f} s."
+        f"{skipped} Kernels are unchanged; every artifact above is checked against the original model.",
+        "",
+    ]
 
 
 def _qat_lines(qat: dict | None) -> list[str]:
