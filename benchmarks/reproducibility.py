@@ -5,8 +5,9 @@ once with oneDNN's custom ops switched the other way, each in a fresh process; w
 
 Each run: `edgecifar train seed002_m1_cnn --epochs 2 --limit 5000 --samples 2000` (short on purpose: it shows where
 results part, not a final accuracy). TF_ENABLE_ONEDNN_OPTS is what differs between CPU kinds: TensorFlow turns
-oneDNN's custom ops on by default on Intel CPUs (AVX-512 VNNI, AMX) and off on AMD; setting it reproduces the other
-side's kernels on the same machine (not bit for bit the other CPU: its SIMD code differs too).
+oneDNN's custom ops on by default where the CPU has AVX-512 VNNI, AVX-512 BF16 or AMX (the Intel Xeon and the AMD EPYC
+of our sessions) and off without them (the AVX2-only AMD); setting it reproduces the other side's kernels on the same
+machine (not bit for bit the other CPU: its SIMD code differs too; measured: Intel and AMD EPYC, both oneDNN on, part).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | {r['TF_ENABLE_ONEDNN_OPTS']} | {100 * r['test_top1']:.2f} % | `{r['weights_sha256'][:16]}` |")
     lines += ["", f"Runs 1 and 2 (same settings, same machine): weights {'bit-identical' if same else 'DIFFERENT'}. "
-              f"Run 3 (oneDNN {'off' if other == '0' else 'on'}, as on the other CPU kind): weights "
+              f"Run 3 (oneDNN {'off' if other == '0' else 'on'}, as on a CPU {'without' if other == '0' else 'with'} those features): weights "
               f"{'identical' if rows[2]['weights_sha256'] == rows[0]['weights_sha256'] else 'different'}, "
               f"top-1 {100 * (rows[2]['test_top1'] - rows[0]['test_top1']):+.2f} pp. Different float summation orders "
               "change the first steps slightly and training amplifies it, so a run reproduces bit for bit only on the "

@@ -4,10 +4,11 @@ Why. Per-channel int8 weights round every kernel value by up to half a step. The
 average out: for a given input distribution they shift each output channel's mean, and the shifts
 add up layer after layer. Measured on the MobileNetV2 transfer model (frozen ImageNet backbone on
 CIFAR images upscaled to 96 px, 77.93 % top-1), with nothing but its weights rounded as the
-converters round them, in Keras: top-1 agreement with the float model 88.4 % (3,000 test images).
-With this correction: 98.1 %. Through the real int8 TFLite (activations int8 too) on all 10,000
-test images: 86.4 % -> 91.9 % (`edgecifar export RUN --bias-correction`, the report says by how
-much for each artifact). Nagel et al., "Data-Free Quantization" (2019), section 4.2, is the idea;
+converters round them, in Keras: top-1 agreement with the float model 88.15 % on the 10,000 test
+images; with this correction 97.89 %. Through the real int8 artifacts (activations int8 too): TFLite
+86.42 % -> 93.58 %, ONNX 87.33 % -> 94.10 % (benchmarks/results/int8_study_mobilenetv2.md and the two
+seed004_mobilenetv2_transfer_amd reports under export/reports; with `edgecifar export RUN
+--bias-correction` the report says how much for each artifact). Nagel et al., "Data-Free Quantization" (2019), section 4.2, is the idea;
 this is its empirical form.
 
 What, in graph order (nested models included), for every weight layer whose output is linear
