@@ -247,22 +247,86 @@ def test_float_onnx_runs_in_every_reader_with_identical_top1(onnx_models, cifar)
     assert np.array_equal(ref.run(None, {"pixels": images})[0].argmax(1), ort_top1)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit, measured: OpenCV 5.0's default DNN engine cannot run a quantized (QDQ) "
-                   "Dense layer (Gemm, or MatMul + Add): 'bufidx >= 0 in argTensor'. Strict, so this turns red when it can.")
-def test_opencv_default_engine_runs_quantized_dense_layers(onnx_models, cifar):
-    import cv2
+@pytest.fixture(scope="module")
+def shipped_int8(tiny_run, calib_images, tmp_path_factory) -> Path:
+    """The onnx_int8 the exporter ships: the softmax-less copy, its final Dense in float."""
+    import keras
 
-    net = cv2.dnn.readNetFromONNX(str(onnx_models["int8"]))
-    net.setInput(cifar.test.images[:8].astype(np.float32))
-    net.forward()
+    from edgecifar.export.logits import logits_copy
+    from edgecifar.export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("shipped")
+    copy, how = logits_copy(keras.models.load_model(tiny_run / "model.keras", compile=False))
+    assert copy is not None, how
+    copy.save(out / "logits.keras")
+    return export_onnx(out / "logits.keras", out / "m_int8.onnx", calib_images, quantize=True, float_logits=True,
+                       metadata={**_meta("onnx_int8"), "output": {"kind": "logits"}}, echo=lambda *_: None)
+
+
+def _every_reader_top1(path, images: np.ndarray) -> dict:
+    import cv2
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    from edgecifar.device.runtime import Classifier
+
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(images)
+    return {
+        # onnxruntime as the device runtime runs it: on an x86 CPU without VNNI its fused int8 kernels would
+        # saturate the 8-bit weights, and the graph's own arithmetic is what every reader is compared on.
+        "onnxruntime": Classifier(path, threads=1).infer(images).argmax(1),
+        "opencv": np.array(net.forward()).reshape(len(images), -1).argmax(1),
+        "onnx.reference": ReferenceEvaluator(onnx.load(str(path))).run(None, {"pixels": images})[0].argmax(1),
+    }
+
+
+@pytest.mark.parametrize("variant", ["int8", "int8_per_tensor", "shipped"])
+def test_int8_with_quantized_dense_layers_runs_in_every_reader_with_identical_top1(onnx_models, shipped_int8, cifar,
+                                                                                 variant):
+    """seed002_m1_cnn has two Dense layers (Gemm), quantized except the shipped file's final one: onnxruntime, OpenCV
+    DNN (default engine) and onnx.reference all run the file and agree on the top-1 of 1,000 test images."""
+    path = shipped_int8 if variant == "shipped" else onnx_models[variant]
+    top1 = _every_reader_top1(path, cifar.test.images[:1000].astype(np.float32))
+    assert np.array_equal(top1["opencv"], top1["onnxruntime"])
+    assert np.array_equal(top1["onnx.reference"], top1["onnxruntime"])
+
+
+def test_float_dense_biases_change_no_output_of_onnxruntime(tiny_run, calib_images, cifar):
+    """The Gemm bias rewrite that lets OpenCV load the file is a change of representation only: onnxruntime's
+    outputs are bit-identical before and after, with fused (QGemm) and with unfused kernels."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import version_converter
+
+    from edgecifar.export.onnx_export import READER_OPSET, float_dense_biases, keras_to_onnx, quantize_qdq
+    from edgecifar.runs import load_model
+
+    proto, _ = quantize_qdq(keras_to_onnx(load_model(tiny_run / "model.keras")), calib_images)
+    before = version_converter.convert_version(proto, READER_OPSET)
+    after = float_dense_biases(copy.deepcopy(before))
+
+    def dq_biases(model):
+        producers = {o: n for n in model.graph.node for o in n.output}
+        return sum(1 for n in model.graph.node if n.op_type == "Gemm" and len(n.input) > 2
+                   and getattr(producers.get(n.input[2]), "op_type", None) == "DequantizeLinear")
+
+    assert dq_biases(before) == 2 and dq_biases(after) == 0
+    onnx.checker.check_model(after, full_check=True)
+    x = cifar.test.images[:200].astype(np.float32)
+    for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC"):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        outs = [ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"pixels": x})[0]
+                for m in (before, after)]
+        assert np.array_equal(*outs), level
 
 
 def test_conv_body_with_float_head_int8_runs_in_every_reader(calib_images, cifar, tmp_path):
     """The edge-model shape (convolutions, global pooling, a float final Dense): identical top-1 in all three readers."""
-    import cv2
     import keras
-    import onnx
-    from onnx.reference import ReferenceEvaluator
 
     from edgecifar.export.onnx_export import export_onnx
 
@@ -277,13 +341,9 @@ def test_conv_body_with_float_head_int8_runs_in_every_reader(calib_images, cifar
     meta = {**_meta("onnx_int8"), "output": {"kind": "logits"}}
     path = export_onnx(tmp_path / "conv.keras", tmp_path / "conv_int8.onnx", calib_images, quantize=True, float_logits=True,
                        metadata=meta)
-    images = cifar.test.images[:1000].astype(np.float32)
-    ort_top1 = _run(path, images).argmax(1)
-    net = cv2.dnn.readNetFromONNX(str(path))
-    net.setInput(images)
-    assert np.array_equal(np.array(net.forward()).reshape(-1, 10).argmax(1), ort_top1)
-    ref = ReferenceEvaluator(onnx.load(str(path)))
-    assert np.array_equal(ref.run(None, {"pixels": images})[0].argmax(1), ort_top1)
+    top1 = _every_reader_top1(path, cifar.test.images[:1000].astype(np.float32))
+    assert np.array_equal(top1["opencv"], top1["onnxruntime"])
+    assert np.array_equal(top1["onnx.reference"], top1["onnxruntime"])
 
 
 def test_metadata_round_trips_through_the_device_reader(onnx_models):

@@ -191,10 +191,75 @@ def input_rescale_nodes(proto) -> list[str]:
 
 
 def for_every_reader(proto):
-    """The int8 model converted to READER_OPSET, checked: what onnxruntime, OpenCV DNN and onnx.reference all run."""
+    """The int8 model as onnxruntime, OpenCV DNN and onnx.reference all run it: converted to READER_OPSET, every
+    Dense bias a float constant (float_dense_biases), every zero point shaped like its scale (zero_points_like_scales)."""
     from onnx import version_converter
 
-    return version_converter.convert_version(proto, READER_OPSET)
+    return zero_points_like_scales(float_dense_biases(version_converter.convert_version(proto, READER_OPSET)))
+
+
+def zero_points_like_scales(proto):
+    """`proto` with each (De)QuantizeLinear's constant zero point reshaped to its scale's shape (same values).
+
+    Why. Per tensor, quantize_static writes a Conv bias's scale as shape (1,) and its zero point as a scalar; the
+    ONNX spec and onnxruntime accept that, OpenCV DNN's default engine does not ('zpshape == scshape')."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale, zero = inits.get(node.input[1]), inits.get(node.input[2])
+        if scale is None or zero is None or list(scale.dims) == list(zero.dims):
+            continue
+        values = numpy_helper.to_array(zero)
+        if values.size != int(np.prod(scale.dims, dtype=np.int64)):
+            continue  # not a shape-only difference: leave it to the checker
+        name = f"{zero.name}_as_{'x'.join(map(str, scale.dims)) or 'scalar'}"
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(values.reshape(tuple(scale.dims)), name)
+            graph.initializer.append(inits[name])
+        node.input[2] = name
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return proto
+
+
+def float_dense_biases(proto):
+    """`proto` with each Gemm's bias, quantize_static's DequantizeLinear of an int32 constant, replaced by the float
+    constant that DequantizeLinear computes: (q - zero point) * scale in float32, the same values.
+
+    Why. OpenCV DNN's default engine (5.0) cannot take a Gemm bias from a DequantizeLinear ('bufidx >= 0 in
+    argTensor'), so no int8 file with a quantized hidden Dense layer (every seed model but the edge models) loaded
+    there; Conv biases are fine. onnxruntime fuses the rewritten Gemm into the same QGemm: measured on a trained
+    seed002_m1_cnn, outputs bit-identical with fused and with unfused kernels (tests/test_onnx_export.py)."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    for node in [n for n in graph.node if n.op_type == "Gemm" and len(n.input) > 2]:
+        dq = producers.get(node.input[2])
+        if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input[:2]):
+            continue
+        q = numpy_helper.to_array(inits[dq.input[0]])
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+        zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else 0
+        bias = ((q.astype(np.int64) - zero).astype(np.float32) * scale).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(bias, f"{dq.output[0]}_float"))
+        node.input[2] = f"{dq.output[0]}_float"
+        if consumers[dq.output[0]] == 1:  # nothing else reads it: drop the node and its now unused constants
+            graph.node.remove(dq)
+            for name in dq.input:
+                if consumers.get(name, 0) == 1 and name in inits:
+                    graph.initializer.remove(inits.pop(name))
+    return proto
 
 
 def final_layer_nodes(proto) -> list[str]:
