@@ -12,7 +12,6 @@ are compared on. A reader that cannot load or run the file is reported with its 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
