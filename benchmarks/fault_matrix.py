@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fault_matrix.md"))
     args = ap.parse_args()
     run = args.run.resolve()
+    if os.environ.get("EDGECIFAR_DATA"):  # every case runs in its own temporary folder: a relative path would not resolve
+        os.environ["EDGECIFAR_DATA"] = str(Path(os.environ["EDGECIFAR_DATA"]).resolve())
     rows = []
     for name, argv, expected, prepare in cases(run, Path("/nonexistent")):
         with tempfile.TemporaryDirectory() as tmp:
