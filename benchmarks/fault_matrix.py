@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecifar.files import write_text
+
 
 def cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgecifar.cli", *map(str, args)], cwd=cwd, capture_output=True,
@@ -90,6 +92,37 @@ def cases(run: Path, work: Path):
                                                     "--out", work / "full"], 1, lambda w: (copy(), tmpfs(w / "full"))
 
 
+def case_names() -> list[str]:
+    """Every case's name, in matrix order (tests/test_bad_input.py parametrises over them)."""
+    return [name for name, *_ in cases(Path("/nonexistent"), Path("/nonexistent"))]
+
+
+def run_case(run: Path, name: str) -> tuple[str, str, str, str, str]:
+    """Run case `name` against `run` in a fresh temporary folder: (name, exit, stderr lines, leftovers, verdict).
+    The verdict starts with "ok", "FAIL" or "skipped"; EDGECIFAR_DATA must be absolute (the case runs elsewhere)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _, argv, expected, prepare = next(c for c in cases(run, work) if c[0] == name)
+        if prepare:
+            prepare(work)
+        if name.startswith("export to a full disk") and not os.path.ismount(work / "full"):
+            return name, "", "", "", "skipped (mounting a tmpfs needs root)"
+        before = snapshot(work)
+        try:
+            res = cli(*argv, cwd=work, env={"DISPLAY": ""} if "--show" in argv else None)
+        finally:
+            if os.path.ismount(work / "full"):
+                subprocess.run(["umount", str(work / "full")], capture_output=True)
+        after = snapshot(work)
+        new = sorted(set(after) - set(before))
+        changed = sorted(k for k in before if k in after and before[k] != after[k])
+        leftovers = [p for p in new if not p.endswith(("export_report.json", "export_report.md"))] + changed
+        lines = [line.replace(str(work), "WORK") for line in res.stderr.strip().splitlines()]  # no machine paths
+        ok = res.returncode == expected and len(lines) == 1 and "Traceback" not in res.stderr and not leftovers
+        return (name, str(res.returncode), str(len(lines)), ", ".join(leftovers) or "none",
+                ("ok" if ok else "FAIL") + f": {lines[-1][:110] if lines else ''}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -98,38 +131,13 @@ def main() -> None:
     run = args.run.resolve()
     if os.environ.get("EDGECIFAR_DATA"):  # every case runs in its own temporary folder: a relative path would not resolve
         os.environ["EDGECIFAR_DATA"] = str(Path(os.environ["EDGECIFAR_DATA"]).resolve())
-    rows = []
-    for name, argv, expected, prepare in cases(run, Path("/nonexistent")):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            # Rebind the case to this folder: regenerate it with the real work dir.
-            name, argv, expected, prepare = next(c for c in cases(run, work) if c[0] == name)
-            skipped = False
-            if prepare:
-                out = prepare(work)
-                skipped = isinstance(out, tuple) and out[-1] is False
-            if skipped:
-                rows.append((name, "skipped (needs root for tmpfs)", "", "", ""))
-                continue
-            before = snapshot(work)
-            res = cli(*argv, cwd=work, env={"DISPLAY": ""} if "--show" in argv else None)
-            after = snapshot(work)
-            full = work / "full"
-            if full.is_dir():
-                subprocess.run(["umount", str(full)], capture_output=True)
-            new = sorted(set(after) - set(before))
-            changed = sorted(k for k in before if k in after and before[k] != after[k])
-            leftovers = [p for p in new if not p.endswith(("export_report.json", "export_report.md"))] + changed
-            lines = [line.replace(str(work), "WORK") for line in res.stderr.strip().splitlines()]  # no machine paths
-            ok = res.returncode == expected and len(lines) == 1 and "Traceback" not in res.stderr and not leftovers
-            rows.append((name, str(res.returncode), str(len(lines)), ", ".join(leftovers) or "none",
-                         ("ok" if ok else "FAIL") + f": {lines[-1][:110] if lines else ''}"))
+    rows = [run_case(run, name) for name in case_names()]
     md = ["# Bad-input and fault matrix", "", f"Regenerate: `python benchmarks/fault_matrix.py {args.run} --out {args.out}`", "",
           "Each case runs `edgecifar ...` in a fresh temporary folder (WORK below). Expected: exit 2 for bad input, 1 for a failed job; "
           "exactly one stderr line; no traceback; no leftover or changed file (a failed export keeps writing its report).", "",
           "| case | exit | stderr lines | leftovers | verdict: the line |", "|---|---:|---:|---|---|"]
     md += [f"| {' | '.join(r)} |" for r in rows]
-    args.out.write_text("\n".join(md) + "\n")
+    write_text(args.out, "\n".join(md) + "\n")
     print("\n".join(md))
 
 
