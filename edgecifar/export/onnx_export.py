@@ -60,7 +60,7 @@ INT8_OPSETS = range(13, 19)
 MAX_FLOAT_DIFF = 1e-4
 # The int8 QDQ file is stamped with this opset after quantization (onnx.version_converter): onnx.reference
 # implements DequantizeLinear only from opset 19 on, and onnxruntime and OpenCV DNN read opset 21 too, so
-# every reader runs the same file (tests/test_onnx_export.py::test_int8_onnx_runs_in_every_reader).
+# every reader runs the same file (tests/test_onnx_export.py::test_int8_with_quantized_dense_layers_runs_in_every_reader_with_identical_top1).
 READER_OPSET = 21
 VERIFY_IMAGES = 64
 
