@@ -234,17 +234,9 @@ def test_int8_products_exact_by_cpu(flags, arch, exact):
 
 def test_float_onnx_runs_in_every_reader_with_identical_top1(onnx_models, cifar):
     """onnxruntime, OpenCV DNN (its default engine) and onnx.reference all load the float32 file and agree on top-1."""
-    import cv2
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
-    images = cifar.test.images[:1000].astype(np.float32)
-    ort_top1 = _run(onnx_models["float32"], images).argmax(1)
-    net = cv2.dnn.readNetFromONNX(str(onnx_models["float32"]))
-    net.setInput(images)
-    assert np.array_equal(np.array(net.forward()).reshape(-1, 10).argmax(1), ort_top1)
-    ref = ReferenceEvaluator(onnx.load(str(onnx_models["float32"])))
-    assert np.array_equal(ref.run(None, {"pixels": images})[0].argmax(1), ort_top1)
+    top1 = _every_reader_top1(onnx_models["float32"], cifar.test.images[:1000].astype(np.float32))
+    assert np.array_equal(top1["OpenCV DNN"], top1["onnxruntime"])
+    assert np.array_equal(top1["onnx.reference"], top1["onnxruntime"])
 
 
 @pytest.fixture(scope="module")
@@ -264,21 +256,16 @@ def shipped_int8(tiny_run, calib_images, tmp_path_factory) -> Path:
 
 
 def _every_reader_top1(path, images: np.ndarray) -> dict:
-    import cv2
-    import onnx
-    from onnx.reference import ReferenceEvaluator
+    """{reader: top-1 per image}, with the readers of benchmarks/onnx_readers.py (the committed tables use the same):
+    onnxruntime as the device runtime runs it (on an x86 CPU without VNNI its fused int8 kernels would saturate the
+    8-bit weights, and the graph's own arithmetic is what every reader is compared on), OpenCV DNN, onnx.reference."""
+    import importlib.util
 
-    from edgecifar.device.runtime import Classifier
-
-    net = cv2.dnn.readNetFromONNX(str(path))
-    net.setInput(images)
-    return {
-        # onnxruntime as the device runtime runs it: on an x86 CPU without VNNI its fused int8 kernels would
-        # saturate the 8-bit weights, and the graph's own arithmetic is what every reader is compared on.
-        "onnxruntime": Classifier(path, threads=1).infer(images).argmax(1),
-        "opencv": np.array(net.forward()).reshape(len(images), -1).argmax(1),
-        "onnx.reference": ReferenceEvaluator(onnx.load(str(path))).run(None, {"pixels": images})[0].argmax(1),
-    }
+    spec = importlib.util.spec_from_file_location("onnx_readers", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "onnx_readers.py")
+    readers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readers)
+    return {name: run(path, images).argmax(1) for name, run in readers.READERS.items()}
 
 
 @pytest.mark.parametrize("variant", ["int8", "int8_per_tensor", "shipped"])
@@ -288,7 +275,7 @@ def test_int8_with_quantized_dense_layers_runs_in_every_reader_with_identical_to
     DNN (default engine) and onnx.reference all run the file and agree on the top-1 of 1,000 test images."""
     path = shipped_int8 if variant == "shipped" else onnx_models[variant]
     top1 = _every_reader_top1(path, cifar.test.images[:1000].astype(np.float32))
-    assert np.array_equal(top1["opencv"], top1["onnxruntime"])
+    assert np.array_equal(top1["OpenCV DNN"], top1["onnxruntime"])
     assert np.array_equal(top1["onnx.reference"], top1["onnxruntime"])
 
 
@@ -342,7 +329,7 @@ def test_conv_body_with_float_head_int8_runs_in_every_reader(calib_images, cifar
     path = export_onnx(tmp_path / "conv.keras", tmp_path / "conv_int8.onnx", calib_images, quantize=True, float_logits=True,
                        metadata=meta)
     top1 = _every_reader_top1(path, cifar.test.images[:1000].astype(np.float32))
-    assert np.array_equal(top1["opencv"], top1["onnxruntime"])
+    assert np.array_equal(top1["OpenCV DNN"], top1["onnxruntime"])
     assert np.array_equal(top1["onnx.reference"], top1["onnxruntime"])
 
 

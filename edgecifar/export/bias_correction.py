@@ -8,8 +8,8 @@ converters round them, in Keras: top-1 agreement with the float model 88.15 % on
 images; with this correction 97.89 %. Through the real int8 artifacts (activations int8 too): TFLite
 86.42 % -> 93.58 %, ONNX 87.33 % -> 94.10 % (benchmarks/results/int8_study_mobilenetv2.md and the two
 seed004_mobilenetv2_transfer_amd reports under export/reports; with `edgecifar export RUN
---bias-correction` the report says how much for each artifact). Nagel et al., "Data-Free Quantization" (2019), section 4.2, is the idea;
-this is its empirical form.
+--bias-correction` the report says how much for each artifact). Nagel et al., "Data-Free
+Quantization" (2019), section 4.2, is the idea; this is its empirical form.
 
 What, in graph order (nested models included), for every weight layer whose output is linear
 (Conv2D, DepthwiseConv2D or Dense with no activation of its own):

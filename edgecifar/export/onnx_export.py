@@ -60,7 +60,8 @@ INT8_OPSETS = range(13, 19)
 MAX_FLOAT_DIFF = 1e-4
 # The int8 QDQ file is stamped with this opset after quantization (onnx.version_converter): onnx.reference
 # implements DequantizeLinear only from opset 19 on, and onnxruntime and OpenCV DNN read opset 21 too, so
-# every reader runs the same file (tests/test_onnx_export.py::test_int8_with_quantized_dense_layers_runs_in_every_reader_with_identical_top1).
+# every reader runs the same file
+# (tests/test_onnx_export.py::test_int8_with_quantized_dense_layers_runs_in_every_reader_with_identical_top1).
 READER_OPSET = 21
 VERIFY_IMAGES = 64
 
@@ -221,9 +222,7 @@ def zero_points_like_scales(proto):
             inits[name] = numpy_helper.from_array(values.reshape(tuple(scale.dims)), name)
             graph.initializer.append(inits[name])
         node.input[2] = name
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
+    drop_unused(graph)
     return proto
 
 
@@ -240,10 +239,6 @@ def float_dense_biases(proto):
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
     for node in [n for n in graph.node if n.op_type == "Gemm" and len(n.input) > 2]:
         dq = producers.get(node.input[2])
         if dq is None or dq.op_type != "DequantizeLinear" or not all(i in inits for i in dq.input[:2]):
@@ -254,12 +249,24 @@ def float_dense_biases(proto):
         bias = ((q.astype(np.int64) - zero).astype(np.float32) * scale).astype(np.float32)
         graph.initializer.append(numpy_helper.from_array(bias, f"{dq.output[0]}_float"))
         node.input[2] = f"{dq.output[0]}_float"
-        if consumers[dq.output[0]] == 1:  # nothing else reads it: drop the node and its now unused constants
-            graph.node.remove(dq)
-            for name in dq.input:
-                if consumers.get(name, 0) == 1 and name in inits:
-                    graph.initializer.remove(inits.pop(name))
+    drop_unused(graph)
     return proto
+
+
+def drop_unused(graph) -> None:
+    """Remove the nodes whose outputs nothing reads (and that are not graph outputs), then the constants nothing
+    reads: what a rewrite above leaves behind (a bias's DequantizeLinear, a zero point of the old shape)."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
 
 
 def final_layer_nodes(proto) -> list[str]:
