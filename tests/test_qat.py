@@ -170,6 +170,7 @@ def test_nested_models_with_depthwise_layers_are_simulated_flattened():
     hidden = sim.get_layer("hidden_int8")  # calibrated from the images
     assert float(hidden.range_min) == 0.0 < float(hidden.range_max)
     before = [w.copy() for w in model.get_weights()]
+    model.get_layer("backbone").trainable = False  # as zoo._transfer trains it: QAT must move the backbone anyway
     tuned, info = qat.fine_tune(model, images, images[:32], head="logits", epochs=1, lr=1e-3, batch_size=16,
                                 echo=lambda *_: None)
     assert [type(layer).__name__ for layer in tuned.layers] == [type(layer).__name__ for layer in model.layers]
@@ -237,3 +238,20 @@ def test_bad_qat_use_is_one_line(tiny_run, tmp_path, args, message):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert message in res.stderr
     assert not (run / "export").exists() or not any((run / "export").iterdir())
+
+
+def test_fine_tune_learns_the_teacher_it_is_given():
+    """The exporter tunes a bias-corrected copy towards the trained model's logits (`teacher_model`), not towards the
+    copy's own: a teacher that answers zeros everywhere gives a loss far from the self-distillation one."""
+    class Zeros:
+        def predict(self, images, **_):
+            return np.zeros((len(images), 3), np.float32)
+
+    model = _nested_depthwise_model()
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    kw = dict(head="logits", epochs=1, lr=1e-6, batch_size=16, echo=lambda *_: None)
+    _, own = qat.fine_tune(model, images, images[:32], **kw)
+    _, zeros = qat.fine_tune(model, images, images[:32], teacher_model=Zeros(), **kw)
+    logits = model.predict(images, verbose=0)
+    assert own["loss"][0] < 0.1 * zeros["loss"][0]
+    assert zeros["loss"][0] == pytest.approx(float(np.mean(logits ** 2)), rel=0.2)

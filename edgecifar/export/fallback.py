@@ -86,21 +86,24 @@ def latency_ms(path: Path, runs: int = LATENCY_RUNS) -> float:
     return measure(clf.infer, [x], Plan(warmup=defaults.WARMUP, min_runs=runs, min_seconds=0.0))["p50_ms"]
 
 
-def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank, echo) -> dict:
+def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank, echo,
+            target: tuple[float, float] | None = None) -> dict:
     """The accuracy-aware step for one checked artifact: left as it is (not an int8 format, failed, or the
-    target met), skipped (too few check images to measure the target), or searched (`search`)."""
+    target met), skipped (too few check images to measure the target), or searched (`search`).
+    `target`: (Δ pp, agreement) for this model (edgecifar.zoo.int8_target), default TARGET_PP, TARGET_AGREEMENT."""
     if fmt not in FORMATS or "accuracy" not in row:
         return row
-    targets = {"target_pp": TARGET_PP, "target_agreement": TARGET_AGREEMENT}
-    if miss(row) is None:
+    target_pp, target_agreement = target or (TARGET_PP, TARGET_AGREEMENT)
+    targets = {"target_pp": target_pp, "target_agreement": target_agreement}
+    if miss(row, target_pp, target_agreement) is None:
         row["accuracy_aware"] = {"met": True, "kept_float": [], **targets}
         return row
     if checked_images < MIN_CHECK_IMAGES:
         row["accuracy_aware"] = {"met": False, "kept_float": [], **targets, "skipped": (
             f"checked on {checked_images} images, where 1 image is {100 / checked_images:.2g} pp: a "
-            f"{TARGET_PP:g} pp target needs at least {MIN_CHECK_IMAGES}")}
+            f"{target_pp:g} pp target needs at least {MIN_CHECK_IMAGES}")}
         return row
-    return search(fmt, path, row, produce, rank, echo)
+    return search(fmt, path, row, produce, rank, echo, target_pp, target_agreement)
 
 
 def summary(row: dict) -> dict:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import defaults
+from .. import defaults, zoo
 from ..device import metadata as meta_io
 from ..errors import UserError
 from ..files import ensure_writable_dir, fsync, scratch_dir, sha256_file
@@ -220,7 +220,8 @@ def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: d
     ordered = [f for f in fmts if f.startswith("tflite_")] + [f for f in fmts if f.startswith("onnx_")]
     o = options
     with scratch_dir("export") as tmp:
-        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune, correct)
+        sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune, correct,
+                           int8_target=zoo.int8_target(src.manifest.get("zoo_model") or src.name))
         for step, fmt in enumerate(ordered, 1):
             echo(f"[{step}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(src.name, fmt)
@@ -277,7 +278,7 @@ def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
         fmt, path, row, len(ref.labels),
         produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
         rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, echo),
-        echo=echo)
+        echo=echo, target=sources.int8_target)
     block = row.get("accuracy_aware") or {}
     if block.get("met") is False and "skipped" not in block and sources.qat is None:
         first = "" if sources.bias_correction else "`--bias-correction` removes the mean shift of int8 weight rounding " \
@@ -418,14 +419,16 @@ class _Sources:
 
     TFLite converts from a SavedModel, ONNX from a .keras file; int8 formats use the copy that
     outputs centred logits (edgecifar.export.logits) with any post-ReLU BatchNormalization folded
-    (edgecifar.export.bn_fold), then bias-corrected and QAT-tuned when asked; float formats the model as trained.
+    (edgecifar.export.bn_fold) and any offset input scaling folded into the first convolution
+    (edgecifar.export.input_fold), then bias-corrected and QAT-tuned when asked; float formats the model as trained.
     """
 
-    def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None, correct=None):
+    def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None, correct=None, int8_target=None):
         self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
+        self.int8_target = int8_target  # (Δ pp, agreement) the accuracy-aware step aims at (edgecifar.zoo.int8_target)
         self._cache = {}
         self.logits_how = None
-        self.tune, self.qat = tune, None  # tune(model) -> (QAT-tuned copy, report), applied to the int8 source
+        self.tune, self.qat = tune, None  # tune(model, teacher) -> (QAT-tuned copy, report), applied to the int8 source
         self.correct, self.bias_correction = correct, None  # correct(model) -> (bias-corrected copy, report), before QAT
         self.logits_output = False
         if tune is not None:  # now, not inside a format's conversion: a model QAT cannot rewrite is a usage error
@@ -436,6 +439,7 @@ class _Sources:
             return self.keras_model
         if "logits" not in self._cache:
             from .bn_fold import fold_copy
+            from .input_fold import fold_copy as fold_input_scaling
             from .logits import logits_copy
 
             copy, self.logits_how = logits_copy(self.keras_model)
@@ -445,12 +449,17 @@ class _Sources:
             if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
                 self.logits_how = f"{self.logits_how}; {folded}"
                 self.echo(f"    {folded}")
+            teacher = copy  # what QAT learns to agree with: the trained model's own logits, before any correction
+            copy, input_folded = fold_input_scaling(copy)
+            if input_folded:  # x/127.5 - 1 would round the pixels twice in int8 (edgecifar/export/input_fold.py)
+                self.logits_how = f"{self.logits_how}; {input_folded}"
+                self.echo(f"    {input_folded}")
             if self.correct is not None:
                 copy, self.bias_correction = self.correct(copy)
                 self.logits_how = (f"{self.logits_how}; then int8 weight-rounding bias correction "
                                    f"({self.bias_correction['layers_corrected']} layers)")
             if self.tune is not None:
-                copy, self.qat = self.tune(copy)
+                copy, self.qat = self.tune(copy, teacher)
                 self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
             self._cache["logits"] = copy
         return self._cache["logits"]
@@ -518,13 +527,15 @@ def _bias_corrector(calibration, echo):
 
 
 def _qat_tuner(images, calibration, epochs: int, echo):
-    """tune(model) -> (QAT-tuned copy, report): edgecifar/qat.py on the training images (ranges from the
-    calibration images, as the converter sets them), its final Dense left float."""
-    def tune(model):
+    """tune(model, teacher) -> (QAT-tuned copy, report): edgecifar/qat.py on the training images (ranges from the
+    calibration images, as the converter sets them), its final Dense left float; it learns to agree with
+    `teacher`, the trained model's logits copy before bias correction changed it."""
+    def tune(model, teacher):
         from .. import qat
 
         echo(f"    quantization-aware fine-tuning: {epochs} epoch(s) on {len(images):,} training images (edgecifar/qat.py)")
-        return qat.fine_tune(model, images, calibration, head=qat.float_head(model), epochs=epochs, echo=echo)
+        return qat.fine_tune(model, images, calibration, head=qat.float_head(model), epochs=epochs, echo=echo,
+                             teacher_model=teacher)
 
     return tune
 
