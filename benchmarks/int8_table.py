@@ -22,15 +22,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from edgecifar import zoo
+from edgecifar.export import fallback
 from edgecifar.files import human_size, write_json, write_text
 
 FORMATS = ("tflite_int8", "onnx_int8")
 
 
 def targets(zoo_model: str | None) -> tuple[float, float]:
-    """The exporter's own target for the model (edgecifar.zoo.int8_target: MobileNetV2 has issue 15's looser one)."""
-    return zoo.int8_target(zoo_model)
+    """The exporter's own target for the model (MobileNetV2 has issue 15's looser one)."""
+    return fallback.target_for(zoo_model)
 
 
 def rows(report: dict, path: Path, time_it: bool) -> list[dict]:

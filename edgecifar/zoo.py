@@ -137,14 +137,11 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def int8_target(name: str | None) -> tuple[float, float]:
-    """(Δ pp, top-1 agreement) an int8 artifact of model `name` must meet: its own target, else the product-wide one
-    (also for a name the zoo does not know: a user's own model)."""
-    from . import defaults
-
+def int8_target(name: str | None) -> tuple[float, float] | None:
+    """The model's own int8 target (Δ pp, top-1 agreement), or None: the product-wide one applies (also to a name the
+    zoo does not know, a user's own model). edgecifar.export.fallback.target_for resolves both."""
     info = _REGISTRY.get(name or "")
-    return info.int8_target if info is not None and info.int8_target else (defaults.INT8_TARGET_PP,
-                                                                           defaults.INT8_TARGET_AGREEMENT)
+    return info.int8_target if info is not None else None
 
 
 def create_model(name: str, **kwargs):

@@ -69,8 +69,11 @@ def test_each_model_is_held_to_its_own_target():
     from edgecifar import defaults, zoo
 
     assert zoo.int8_target("seed004_mobilenetv2_transfer") == (0.5, 0.975)
+    assert zoo.int8_target("seed002_m1_cnn") is None and zoo.int8_target("someone_elses_model") is None
     default = (defaults.INT8_TARGET_PP, defaults.INT8_TARGET_AGREEMENT)
-    assert zoo.int8_target("seed002_m1_cnn") == zoo.int8_target("someone_elses_model") == zoo.int8_target(None) == default
+    assert fallback.target_for("seed004_mobilenetv2_transfer") == (0.5, 0.975)
+    assert fallback.target_for("seed002_m1_cnn") == fallback.target_for("someone_elses_model") == default
+    assert fallback.target_for(None) == default
     row = {"accuracy": 0.78, "delta_pp": -0.45, "agreement": 0.976}
     never = lambda *_: pytest.fail("a met target searches nothing")  # noqa: E731
     met = fallback.improve("tflite_int8", None, dict(row), 10_000, never, never, print, target=(0.5, 0.975))

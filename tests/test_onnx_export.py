@@ -257,8 +257,9 @@ def shipped_int8(tiny_run, calib_images, tmp_path_factory) -> Path:
 
 def _every_reader_top1(path, images: np.ndarray) -> dict:
     """{reader: top-1 per image}, with the readers of benchmarks/onnx_readers.py (the committed tables use the same):
-    onnxruntime as the device runtime runs it (on an x86 CPU without VNNI its fused int8 kernels would saturate the
-    8-bit weights, and the graph's own arithmetic is what every reader is compared on), OpenCV DNN, onnx.reference."""
+    onnxruntime running the graph unfused, OpenCV DNN, onnx.reference: the graph's own arithmetic, the same on every
+    CPU. (The device runtime's fused int8 kernels, where the CPU has exact int8 products, round one output step apart
+    from it on some values: test_the_device_runtime_computes_what_the_qdq_graph_says bounds that.)"""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("onnx_readers", Path(__file__).resolve().parents[1] / "benchmarks"

@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import defaults, zoo
+from .. import defaults
 from ..device import metadata as meta_io
 from ..errors import UserError
 from ..files import ensure_writable_dir, fsync, scratch_dir, sha256_file
 from ..quiet import import_tensorflow
+from . import fallback
 from .formats import INT8_FORMATS, artifact_name, select_formats
 
 
@@ -221,7 +222,7 @@ def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: d
     o = options
     with scratch_dir("export") as tmp:
         sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune, correct,
-                           int8_target=zoo.int8_target(src.manifest.get("zoo_model") or src.name))
+                           int8_target=fallback.target_for(src.manifest.get("zoo_model") or src.name))
         for step, fmt in enumerate(ordered, 1):
             echo(f"[{step}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(src.name, fmt)
@@ -272,8 +273,6 @@ def load_source(run_dir=None, runs_dir=None) -> Source:
 
 def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo) -> dict:
     """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float."""
-    from . import fallback
-
     row = fallback.improve(
         fmt, path, row, len(ref.labels),
         produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
@@ -425,7 +424,7 @@ class _Sources:
 
     def __init__(self, keras_model, model_path: Path, tmp: Path, echo, tune=None, correct=None, int8_target=None):
         self.keras_model, self.model_path, self.tmp, self.echo = keras_model, model_path, tmp, echo
-        self.int8_target = int8_target  # (Δ pp, agreement) the accuracy-aware step aims at (edgecifar.zoo.int8_target)
+        self.int8_target = int8_target  # (Δ pp, agreement) the accuracy-aware step aims at (fallback.target_for)
         self._cache = {}
         self.logits_how = None
         self.tune, self.qat = tune, None  # tune(model, teacher) -> (QAT-tuned copy, report), applied to the int8 source
