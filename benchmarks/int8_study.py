@@ -176,15 +176,14 @@ def _int16x8(saved_model_dir: Path, calib) -> bytes:
 def _projection_outputs(model, model_bytes: bytes) -> list[str]:
     """TFLite output tensor names of the linear convolutions whose BatchNorm is not followed by an activation."""
     from edgecifar.export import bias_correction as bc
+    from edgecifar.layer_graph import layer_at, readers
 
     bns = []
     for path, layer in bc.walk(model):
         if type(layer).__name__ != "BatchNormalization":
             continue
-        scope = bc.layer_at(model, path[:-1])
-        readers = [other for other in scope.layers if any(parent.operation is layer for node in other._inbound_nodes
-                                                          for parent in node.parent_nodes)]
-        if not any(type(r).__name__ in ("ReLU", "Activation") for r in readers):
+        after = readers(layer_at(model, path[:-1]))[layer.name]
+        if not any(type(r).__name__ in ("ReLU", "Activation") for r in after):
             bns.append(layer.name)
     it = _interpreter(model_bytes, 1)
     names = [d["name"] for d in it.get_tensor_details() if len(d["quantization_parameters"]["scales"]) == 1]

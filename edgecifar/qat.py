@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 
 from . import defaults
+from .layer_graph import readers
 
 # --- knobs ---------------------------------------------------------------------------------
 EPOCHS = 2  # `edgecifar export --qat N` overrides
@@ -158,14 +159,8 @@ def _fake_quant_layer():
 
 
 def _consumers(model) -> dict:
-    """{layer name: [names of the layers that read its output]} for a functional model."""
-    out = {layer.name: [] for layer in model.layers}
-    for layer in model.layers:
-        for node in getattr(layer, "_inbound_nodes", []):
-            for parent in node.parent_nodes:
-                if parent.operation.name in out and layer.name not in out[parent.operation.name]:
-                    out[parent.operation.name].append(layer.name)
-    return out
+    """{layer name: [names of the layers that read its output]} (a model output alone is not a reader here)."""
+    return {name: [r.name for r in found if r is not None] for name, found in readers(model).items()}
 
 
 def _is_relu(layer) -> bool:

@@ -94,6 +94,7 @@ def test_plan_walks_nested_models_and_leaves_the_float_head():
 
 def test_correction_restores_every_channel_mean_and_keeps_the_kernels():
     from edgecifar.export import bias_correction as bc
+    from edgecifar.layer_graph import layer_at
 
     model, images = _model(), _images()
     before = [w.copy() for w in model.get_weights()]
@@ -102,7 +103,7 @@ def test_correction_restores_every_channel_mean_and_keeps_the_kernels():
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))  # the trained model never changes
     for path, layer in bc.walk(fixed):  # kernels as trained: the converters round them themselves
         if type(layer).__name__ in bc.WEIGHT_LAYERS:
-            assert np.array_equal(layer.get_weights()[0], bc.layer_at(model, path).get_weights()[0])
+            assert np.array_equal(layer.get_weights()[0], layer_at(model, path).get_weights()[0])
     plain_rounded, fixed_rounded = _rounded(model), _rounded(fixed)
     for step in bc.plan(model)[0]:
         want = bc.channel_means(model, step["target"], images)

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from ..layer_graph import layer_at, readers
+
 WEIGHT_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 BATCH = 100  # calibration images per forward pass (memory at 96 px stays small)
 
@@ -57,18 +59,10 @@ def walk(model, prefix=()):
             yield prefix + (layer.name,), layer
 
 
-def layer_at(model, path):
-    """The layer at `path` (names from the outer model inwards, as walk() gives them)."""
-    for name in path:
-        model = model.get_layer(name)
-    return model
-
-
 def _sole_consumer(model_path, layer, model):
-    """The one layer (in the same model) reading `layer`'s output, or None."""
-    readers = [other for other in layer_at(model, model_path).layers
-               if any(parent.operation is layer for node in getattr(other, "_inbound_nodes", []) for parent in node.parent_nodes)]
-    return readers[0] if len(readers) == 1 else None
+    """The one layer (in the same model) reading `layer`'s output, or None (a model output is read by its caller)."""
+    found = readers(layer_at(model, model_path)).get(layer.name, [])
+    return found[0] if len(found) == 1 else None
 
 
 def _weighted(model) -> list[tuple[tuple, object]]:

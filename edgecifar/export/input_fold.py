@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..layer_graph import layer_at, readers as graph_readers
+
 TOLERANCE = 2e-2  # relative float difference the border taps may cause (measured: MobileNetV2 1e-3)
 
 
@@ -51,7 +53,7 @@ def fold_copy(model, probe_images: int = 8, seed: int = 0):
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
-    conv = _layer_at(copy, conv_path)
+    conv = layer_at(copy, conv_path)
     weights = conv.get_weights()
     kernel = weights[0].astype(np.float64)
     shift = (a * m + b) * kernel.sum(axis=(0, 1, 2))  # what the first convolution's output lost, per channel
@@ -59,7 +61,7 @@ def fold_copy(model, probe_images: int = 8, seed: int = 0):
     if conv.use_bias:
         weights[1] = (weights[1].astype(np.float64) + shift).astype(weights[1].dtype)
     else:
-        bn = _layer_at(copy, conv_path[:-1] + (after,))
+        bn = layer_at(copy, conv_path[:-1] + (after,))
         bn.moving_mean.assign((keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64) - shift).astype("float32"))
     conv.set_weights(weights)
 
@@ -84,12 +86,12 @@ def foldable(model):
             continue
         if float(layer.offset) == 0.0 or float(layer.scale) == 0.0:
             continue  # x·a alone keeps the camera's 256 levels on one grid: nothing to gain
-        readers = _readers(model, layer)
+        readers = graph_readers(model)[layer.name]
         if len(readers) != 1:
             return None
         reader, path = readers[0], (readers[0].name,)
         if isinstance(reader, keras.Model):  # a backbone: its input must feed one Conv2D only
-            inner = [r for r in _readers(reader, reader.layers[0])] if reader.layers else []
+            inner = graph_readers(reader)[reader.layers[0].name] if reader.layers else []
             if len(inner) != 1:
                 return None
             reader, path = inner[0], (reader.name, inner[0].name)
@@ -100,7 +102,7 @@ def foldable(model):
             return None
         if reader.use_bias:
             return layer, path, None
-        after = _readers(owner, reader)
+        after = graph_readers(owner)[reader.name]
         if len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization) and after[0].axis in (-1, 3, [-1], [3]):
             return layer, path, after[0].name
         return None
@@ -111,21 +113,3 @@ def _scalar(value) -> bool:
     return np.ndim(value) == 0 and isinstance(value, (int, float, np.floating, np.integer))
 
 
-def _readers(model, layer) -> list:
-    """The layers of `model` that take `layer`'s output as an input (model outputs count as readers too)."""
-    import keras
-
-    out = []
-    for other in model.layers:
-        for node in getattr(other, "_inbound_nodes", []):
-            if any(p.operation is layer for p in node.parent_nodes) and other not in out:
-                out.append(other)
-    if any(t._keras_history[0] is layer for t in keras.tree.flatten(model.outputs)):
-        out.append(None)
-    return out
-
-
-def _layer_at(model, path):
-    for name in path:
-        model = model.get_layer(name)
-    return model
