@@ -4,12 +4,15 @@
         --out benchmarks/results/onnx_readers.md
 
 Each file classifies the first N CIFAR-10 test images (default 1,000; EDGECIFAR_DATA or --data names the data) in
-every reader. The readers are compared on the graph's own arithmetic, which does not depend on the CPU: onnxruntime
-runs it unfused (graph optimization "basic": float arithmetic on the quantized values, as OpenCV DNN and
-onnx.reference compute it). The device runtime (edgecifar.device.runtime.Classifier) has its own column: where the
-CPU's int8 products are exact (VNNI, ARM dot product) it runs onnxruntime's fused int8 kernels, whose requantization
-rounds one output step apart from the graph on some values, so a near-tie can flip. A reader that cannot load or
-run the file is reported with its one-line error, not skipped.
+every reader. onnxruntime runs the graph's own arithmetic, the same on every CPU: unfused (graph optimization
+"basic": float arithmetic on the quantized values, as onnx.reference computes it). OpenCV DNN runs as a user runs it,
+with its optimized kernels. Two more columns say what the readers' results depend on, outside the verdict:
+  - the device runtime (edgecifar.device.runtime.Classifier): where the CPU's int8 products are exact (VNNI, ARM dot
+    product) it runs onnxruntime's fused int8 kernels, whose requantization rounds one output step apart from the
+    graph on some values, so a near-tie can flip;
+  - OpenCV DNN with its SIMD kernels off: on an AVX-512 Xeon its optimized int8 convolutions saturate 8-bit weights
+    (benchmarks/results/onnx_readers_mobilenetv2.md), as onnxruntime's fused AVX2 kernels would.
+A reader that cannot load or run the file is reported with its one-line error, not skipped.
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ def _opencv(path: Path, images: np.ndarray) -> np.ndarray:
     return np.array(net.forward()).reshape(len(images), -1)
 
 
+def _opencv_plain(path: Path, images: np.ndarray) -> np.ndarray:
+    """OpenCV DNN with its SIMD kernels switched off (cv2.setUseOptimized(False)), then switched back: tells
+    OpenCV's optimized int8 kernels apart from the graph (they saturate 8-bit weights on some x86 CPUs)."""
+    import cv2
+
+    was = cv2.useOptimized()
+    cv2.setUseOptimized(False)
+    try:
+        return _opencv(path, images)
+    finally:
+        cv2.setUseOptimized(was)
+
+
 def _reference(path: Path, images: np.ndarray) -> np.ndarray:
     import onnx
     from onnx.reference import ReferenceEvaluator
@@ -57,12 +73,15 @@ def _reference(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 READERS = {"onnxruntime": _onnxruntime, "OpenCV DNN": _opencv, "onnx.reference": _reference}
-DEVICE = "device runtime"  # reported next to the readers, not one of them: its kernels depend on the CPU
+# Reported next to the readers, not among them: what their results depend on (the CPU's kernels).
+DEVICE = "device runtime"
+OPENCV_PLAIN = "OpenCV DNN, SIMD off"
+DIAGNOSTICS = {DEVICE: _device_runtime, OPENCV_PLAIN: _opencv_plain}
 
 
 def check(path: Path, images: np.ndarray) -> dict:
     row = {"file": str(path), "readers": {}}
-    for name, run in {**READERS, DEVICE: _device_runtime}.items():
+    for name, run in {**READERS, **DIAGNOSTICS}.items():
         t0 = time.perf_counter()
         try:
             top1 = run(path, images).argmax(1)
@@ -102,14 +121,15 @@ def main() -> None:
              f"{args.samples} --out {args.out}`", "",
              f"First {len(images):,} CIFAR-10 test images per file. onnxruntime runs the graph unfused (its own "
              "arithmetic, as the other readers); `identical` compares the three readers. The device runtime, on this "
-             f"CPU: {kernels}. Cells: images whose top-1 equals onnxruntime's, or the reader's error. Seconds in "
-             "brackets (onnx.reference is plain numpy, slow by design).", "",
+             f"CPU: {kernels}. OpenCV DNN, SIMD off: the same OpenCV with cv2.setUseOptimized(False), which tells its "
+             "optimized int8 kernels apart from the graph. Cells: images whose top-1 equals onnxruntime's, or the "
+             "reader's error. Seconds in brackets (onnx.reference is plain numpy, slow by design).", "",
              f"Machine: {cpu_model()}, {usable_cores()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-             "| file | " + " | ".join(READERS) + f" | identical | {DEVICE} |",
-             "|---|" + "---:|" * len(READERS) + "---|---:|"]
+             "| file | " + " | ".join(READERS) + " | identical | " + " | ".join(DIAGNOSTICS) + " |",
+             "|---|" + "---:|" * len(READERS) + "---|" + "---:|" * len(DIAGNOSTICS)]
     for row in rows:
         cells = []
-        for name in (*READERS, DEVICE):
+        for name in (*READERS, *DIAGNOSTICS):
             r = row["readers"][name]
             cells.append(f"error: `{r['error']}`" if r["error"] else
                          f"{r['same_top1_as_onnxruntime']:,} / {len(images):,} ({r['seconds']:.1f} s)")
