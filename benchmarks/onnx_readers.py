@@ -10,8 +10,8 @@ with its optimized kernels. Two more columns say what the readers' results depen
   - the device runtime (edgecifar.device.runtime.Classifier): where the CPU's int8 products are exact (VNNI, ARM dot
     product) it runs onnxruntime's fused int8 kernels, whose requantization rounds one output step apart from the
     graph on some values, so a near-tie can flip;
-  - OpenCV DNN with its SIMD kernels off: on an AVX-512 Xeon its optimized int8 convolutions saturate 8-bit weights
-    (benchmarks/results/onnx_readers_mobilenetv2.md), as onnxruntime's fused AVX2 kernels would.
+  - OpenCV DNN with its SIMD kernels off: on an AVX-512 VNNI Xeon its optimized int8 kernels got a convolution of
+    MobileNetV2 wrong that they compute right with SIMD off (benchmarks/results/onnx_readers_mobilenetv2.md).
 A reader that cannot load or run the file is reported with its one-line error, not skipped.
 """
 
@@ -54,7 +54,7 @@ def _opencv(path: Path, images: np.ndarray) -> np.ndarray:
 
 def _opencv_plain(path: Path, images: np.ndarray) -> np.ndarray:
     """OpenCV DNN with its SIMD kernels switched off (cv2.setUseOptimized(False)), then switched back: tells
-    OpenCV's optimized int8 kernels apart from the graph (they saturate 8-bit weights on some x86 CPUs)."""
+    OpenCV's optimized int8 kernels apart from the graph."""
     import cv2
 
     was = cv2.useOptimized()
