@@ -414,21 +414,27 @@ def test_debug_onnx_finds_a_layer_with_a_broken_range(onnx_models, calib_images,
 
 def test_keep_float_leaves_the_named_node_unquantized(tiny_run, calib_images, tmp_path):
     """The debug report's advice is actionable: the node it names can be kept in float."""
+    import keras
     import onnx
 
-    from edgecifar.export.onnx_export import export_onnx
+    from edgecifar.export.onnx_export import export_onnx, input_rescale_nodes, keras_to_onnx, preprocessed_float
 
+    # The node names come from the Keras layer names, which depend on what the process built before: read them.
+    graph = preprocessed_float(keras_to_onnx(keras.models.load_model(tiny_run / "model.keras", compile=False)))
+    hidden = next(n.name for n in graph.graph.node if n.op_type == "Gemm")  # the first Dense, not the output one
     path = export_onnx(tiny_run / "model.keras", tmp_path / "m.onnx", calib_images, quantize=True,
-                       keep_float=["seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion"], metadata=_meta("onnx_int8"))
+                       keep_float=[hidden], metadata=_meta("onnx_int8"))
     model = onnx.load(str(path))
     producers = {o: n for n in model.graph.node for o in n.output}
     gemms = {n.name: n for n in model.graph.node if n.op_type == "Gemm"}
-    kept = gemms.pop("seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion")
+    assert len(gemms) == 2
+    kept = gemms.pop(hidden)
     float_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     assert kept.input[1] in float_weights  # its weights stay float32 (its input may still be QDQ'd upstream)
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in gemms.values())  # the other stays int8
-    assert meta_io.read(path)["quantization"]["float_nodes"] == [  # the named node, and the input rescale (always float)
-        "seed002_m1_cnn_1/dense_1_2/MatMul/MatMulAddFusion", "seed002_m1_cnn_1/scale_0_1_1/mul"]
+    rescale = input_rescale_nodes(graph)
+    assert len(rescale) == 1  # the named node, and the input rescale (always float)
+    assert meta_io.read(path)["quantization"]["float_nodes"] == [hidden, *rescale]
     with pytest.raises(UserError, match="no node named 'nope'"):
         export_onnx(tiny_run / "model.keras", tmp_path / "n.onnx", calib_images, quantize=True, keep_float=["nope"],
                     metadata=_meta("onnx_int8"))
