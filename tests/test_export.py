@@ -490,3 +490,28 @@ def test_logits_are_skipped_for_models_without_a_softmax_head():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid")])
     copy, how = logits_copy(model)
     assert copy is None and how.startswith("not applied")
+
+
+def test_tflite_kernels_script_runs_every_kernel_set(full_export, tmp_path):
+    """benchmarks/tflite_kernels.py on the exported tiny run: one row per kernel set, measured against Keras;
+    a folder that is not a run gets a one-line error and exit 2."""
+    import subprocess
+    import sys
+
+    from edgecifar.device.runtime import KERNELS
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tflite_kernels.py"
+    run, _, report = full_export
+    out = tmp_path / "kernels.md"
+    res = subprocess.run([sys.executable, str(script), str(run), "--out", str(out), "--samples", "300"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["kernels"] for r in rows] == list(KERNELS)
+    assert rows[0]["differs_from_xnnpack"] == 0
+    assert all(0.0 < r["agreement"] <= 1.0 and 0.0 < r["top1"] < 1.0 for r in rows)
+    assert "--samples 300" in out.read_text() and "300 test images" in out.read_text()
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--out", str(tmp_path / "x.md")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.md").exists()
