@@ -11,7 +11,8 @@ with its optimized kernels. Two more columns say what the readers' results depen
     product) it runs onnxruntime's fused int8 kernels, whose requantization rounds one output step apart from the
     graph on some values, so a near-tie can flip;
   - OpenCV DNN with its SIMD kernels off: on an AVX-512 VNNI Xeon its optimized int8 kernels got a convolution of
-    MobileNetV2 wrong that they compute right with SIMD off (benchmarks/results/onnx_readers_mobilenetv2.md).
+    MobileNetV2 wrong that they compute right with SIMD off (benchmarks/results/onnx_readers_mobilenetv2.md), with
+    7-bit weights too (benchmarks/opencv_weight_bits.py).
 A reader that cannot load or run the file is reported with its one-line error, not skipped.
 """
 

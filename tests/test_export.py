@@ -515,3 +515,29 @@ def test_tflite_kernels_script_runs_every_kernel_set(full_export, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.md").exists()
+
+
+def test_opencv_weight_bits_script_refuses_a_folder_without_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "opencv_weight_bits.py"
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--out", str(tmp_path / "x.md")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "has no model.keras" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.md").exists()
+
+
+def test_opencv_weight_bits_script_compares_both_weight_widths(tiny_run, tmp_path):
+    """On the tiny run: one row per weight width, OpenCV (SIMD off) agreeing with the graph's own arithmetic."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "opencv_weight_bits.py"
+    out = tmp_path / "bits.md"
+    res = subprocess.run([sys.executable, str(script), str(tiny_run), "--out", str(out), "--samples", "200",
+                          "--calib", "100"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["weight_bits"] for r in rows] == [8, 7] and "--samples 200 --calib 100" in out.read_text()
+    assert all(198 <= r["opencv_simd_off"] <= 200 and 0 <= r["opencv_optimized"] <= 200 for r in rows), rows
