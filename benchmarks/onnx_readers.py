@@ -29,7 +29,8 @@ from edgecifar.files import write_json, write_text
 from edgecifar.machine import cpu_model, int8_products_exact, usable_cores
 
 
-def _onnxruntime(path: Path, images: np.ndarray) -> np.ndarray:
+def graph_outputs(path: Path, images: np.ndarray) -> np.ndarray:
+    """onnxruntime running the graph as written (no fusion): the graph's own arithmetic, the same on every CPU."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -45,23 +46,17 @@ def _device_runtime(path: Path, images: np.ndarray) -> np.ndarray:
     return Classifier(path, threads=1).infer(images)
 
 
-def _opencv(path: Path, images: np.ndarray) -> np.ndarray:
-    import cv2
-
-    net = cv2.dnn.readNetFromONNX(str(path))
-    net.setInput(images)
-    return np.array(net.forward()).reshape(len(images), -1)
-
-
-def _opencv_plain(path: Path, images: np.ndarray) -> np.ndarray:
-    """OpenCV DNN with its SIMD kernels switched off (cv2.setUseOptimized(False)), then switched back: tells
-    OpenCV's optimized int8 kernels apart from the graph."""
+def opencv_outputs(path: Path, images: np.ndarray, optimized: bool = True) -> np.ndarray:
+    """OpenCV DNN's outputs; optimized=False switches its SIMD kernels off (cv2.setUseOptimized) for this call,
+    which tells OpenCV's optimized int8 kernels apart from the graph."""
     import cv2
 
     was = cv2.useOptimized()
-    cv2.setUseOptimized(False)
+    cv2.setUseOptimized(optimized)
     try:
-        return _opencv(path, images)
+        net = cv2.dnn.readNetFromONNX(str(path))
+        net.setInput(images)
+        return np.array(net.forward()).reshape(len(images), -1)
     finally:
         cv2.setUseOptimized(was)
 
@@ -73,11 +68,11 @@ def _reference(path: Path, images: np.ndarray) -> np.ndarray:
     return ReferenceEvaluator(onnx.load(str(path))).run(None, {"pixels": images})[0]
 
 
-READERS = {"onnxruntime": _onnxruntime, "OpenCV DNN": _opencv, "onnx.reference": _reference}
+READERS = {"onnxruntime": graph_outputs, "OpenCV DNN": opencv_outputs, "onnx.reference": _reference}
 # Reported next to the readers, not among them: what their results depend on (the CPU's kernels).
 DEVICE = "device runtime"
 OPENCV_PLAIN = "OpenCV DNN, SIMD off"
-DIAGNOSTICS = {DEVICE: _device_runtime, OPENCV_PLAIN: _opencv_plain}
+DIAGNOSTICS = {DEVICE: _device_runtime, OPENCV_PLAIN: lambda path, images: opencv_outputs(path, images, optimized=False)}
 
 
 def check(path: Path, images: np.ndarray) -> dict:

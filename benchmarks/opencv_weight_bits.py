@@ -23,28 +23,7 @@ import numpy as np
 from edgecifar import data
 from edgecifar.files import write_json, write_text
 from edgecifar.machine import cpu_model, usable_cores
-
-
-def _opencv_top1(path: Path, images: np.ndarray, optimized: bool) -> np.ndarray:
-    import cv2
-
-    was = cv2.useOptimized()
-    cv2.setUseOptimized(optimized)
-    try:
-        net = cv2.dnn.readNetFromONNX(str(path))
-        net.setInput(images)
-        return np.array(net.forward()).reshape(len(images), -1).argmax(1)
-    finally:
-        cv2.setUseOptimized(was)
-
-
-def _graph_top1(path: Path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images})[0].argmax(1)
+from onnx_readers import graph_outputs, opencv_outputs  # a sibling script: benchmarks/ is on sys.path
 
 
 def main(argv=None) -> int:
@@ -82,9 +61,10 @@ def main(argv=None) -> int:
         for bits, reduce_range in ((8, False), (7, True)):
             path = export_onnx(Path(tmp) / "logits.keras", Path(tmp) / f"int8_{bits}bit.onnx", calib, quantize=True,
                                float_logits=True, reduce_range=reduce_range, metadata=meta, echo=lambda *_: None)
-            graph = _graph_top1(path, images)
-            row = {"weight_bits": bits, "opencv_optimized": int(np.sum(_opencv_top1(path, images, True) == graph)),
-                   "opencv_simd_off": int(np.sum(_opencv_top1(path, images, False) == graph))}
+            graph = graph_outputs(path, images).argmax(1)
+            row = {"weight_bits": bits,
+                   "opencv_optimized": int(np.sum(opencv_outputs(path, images).argmax(1) == graph)),
+                   "opencv_simd_off": int(np.sum(opencv_outputs(path, images, optimized=False).argmax(1) == graph))}
             rows.append(row)
             print(f"{bits}-bit weights: OpenCV optimized {row['opencv_optimized']}, SIMD off {row['opencv_simd_off']} "
                   f"of {len(images)} top-1 as onnxruntime unfused", flush=True)
