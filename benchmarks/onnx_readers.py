@@ -19,6 +19,7 @@ A reader that cannot load or run the file is reported with its one-line error, n
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def check(path: Path, images: np.ndarray) -> dict:
     return row
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("onnx", nargs="+", type=Path)
     ap.add_argument("--samples", type=int, default=1000, help="test images per file (default 1,000)")
@@ -103,7 +104,9 @@ def main() -> None:
     args = ap.parse_args()
     missing = [str(p) for p in args.onnx if not p.is_file()]
     if missing:
-        raise SystemExit(f"no such file: {', '.join(missing)}; pass .onnx files written by `edgecifar export`")
+        print(f"error: no such file: {', '.join(missing)}; pass .onnx files written by `edgecifar export`",
+              file=sys.stderr)
+        return 2
     images = data.load(args.data, splits=("test",)).test.images[:args.samples].astype(np.float32)
     rows = []
     for path in args.onnx:
@@ -138,7 +141,8 @@ def main() -> None:
             r.pop("top1")
     write_json(args.out.with_suffix(".json"), {"samples": len(images), "rows": rows})
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

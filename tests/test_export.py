@@ -541,3 +541,14 @@ def test_opencv_weight_bits_script_compares_both_weight_widths(tiny_run, tmp_pat
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["weight_bits"] for r in rows] == [8, 7] and "--samples 200 --calib 100" in out.read_text()
     assert all(198 <= r["opencv_simd_off"] <= 200 and 0 <= r["opencv_optimized"] <= 200 for r in rows), rows
+
+
+def test_onnx_readers_script_refuses_a_missing_file(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "onnx_readers.py"
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "gone.onnx"), "--out", str(tmp_path / "x.md")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.md").exists()
