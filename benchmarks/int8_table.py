@@ -49,7 +49,9 @@ def rows(report: dict, path: Path, time_it: bool) -> list[dict]:
             "report": str(path), "model": report.get("model"), "zoo_model": report.get("zoo_model"), "format": fmt,
             "keras": a["keras_accuracy"], "delta_pp": a["delta_pp"], "agreement": a["agreement"], "ties": a["top1_ties"],
             "size_bytes": a["size_bytes"], "float_layers": aware.get("kept_float") or [], "float_head": _float_head(a),
-            "qat_epochs": (report.get("qat") or {}).get("epochs", 0),
+            # Per artifact since automatic QAT (an artifact may keep its post-training version); older reports: per export.
+            "qat_epochs": a.get("qat_epochs", 0) if ("qat_epochs" in a or (report.get("qat") or {}).get("auto"))
+            else (report.get("qat") or {}).get("epochs", 0),
             "bias_correction": bool(report.get("bias_correction")),
             "calibration": (report.get("calibration") or {}).get("augmentation"),
             "met": abs(a["delta_pp"]) <= max_pp + 1e-9 and a["agreement"] >= min_agree - 1e-9 and a["top1_ties"] == 0,

@@ -18,7 +18,7 @@ def test_a_missed_target_keeps_ranked_layers_in_float(tiny_run, data_dir, tmp_pa
     monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 100.0)  # the tiny model's big Dense in float: allowed here
     lines = []
     report = export_run(tiny_run, formats="tflite_int8,onnx_int8", calib_samples=100, check_samples=1000,
-                        data_dir=data_dir, out_dir=tmp_path, echo=lines.append)
+                        data_dir=data_dir, out_dir=tmp_path, echo=lines.append, qat_epochs=0)
     for row in report["artifacts"]:
         block = row["accuracy_aware"]
         assert row["status"] != "failed", row.get("reason")
@@ -44,6 +44,7 @@ def test_a_missed_target_keeps_ranked_layers_in_float(tiny_run, data_dir, tmp_pa
     md = (tmp_path / "export_report.md").read_text()
     assert "## Accuracy-aware int8" in md and "target not met" in md
     assert any("sensitivity ranking" in line for line in lines)
+    assert report["qat"] is None and "## Quantization-aware fine-tuning" not in md  # --qat 0: never fine-tuned
 
 
 def test_small_check_sets_skip_the_search(tiny_run, data_dir, tmp_path, monkeypatch):
@@ -94,7 +95,7 @@ def test_a_target_met_by_a_try_keeps_that_try(tiny_run, data_dir, tmp_path, monk
     monkeypatch.setattr(fallback, "miss", miss_until_one_float_layer)
     monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 100.0)
     report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
-                        out_dir=tmp_path, echo=lambda *_: None)
+                        out_dir=tmp_path, echo=lambda *_: None, qat_epochs=0)
     monkeypatch.setattr(fallback, "miss", real_miss)
     (row,) = report["artifacts"]
     block = row["accuracy_aware"]
@@ -114,9 +115,51 @@ def test_a_try_over_the_size_limit_is_never_taken(tiny_run, data_dir, tmp_path, 
     monkeypatch.setattr(fallback, "MAX_LAYERS", 2)
     monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 0.0)
     report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
-                        out_dir=tmp_path, echo=lambda *_: None)
+                        out_dir=tmp_path, echo=lambda *_: None, qat_epochs=0)
     (row,) = report["artifacts"]
     block = row["accuracy_aware"]
     assert all(t["over_size_limit"] for t in block["tries"]) and len(block["tries"]) == 2
     assert not block["met"] and block["kept_float"] == [] and row["sha256"] == block["first"]["sha256"]
     assert "over the size limit" in (tmp_path / "export_report.md").read_text()
+
+
+@pytest.mark.parametrize("tuned_is_better", [True, False])
+def test_a_target_still_missed_fine_tunes_and_keeps_the_better_artifact(tiny_run, data_dir, tmp_path, monkeypatch,
+                                                                        tuned_is_better):
+    """`--qat auto` (the default): what the float-layer search leaves short of the target is fine-tuned with int8
+    simulated, converted again, checked, and kept only when better; otherwise the post-training artifact stays
+    byte for byte."""
+    from edgecifar import defaults
+
+    monkeypatch.setattr(fallback, "TARGET_AGREEMENT", 1.01)  # never met: the search and then QAT both run
+    monkeypatch.setattr(fallback, "MAX_LAYERS", 1)
+    monkeypatch.setattr(fallback, "MAX_SIZE_GROWTH", 100.0)
+    monkeypatch.setattr(defaults, "QAT_AUTO_EPOCHS", 1)
+    monkeypatch.setattr(fallback, "better", lambda row, than, target=None: tuned_is_better)
+    lines = []
+    report = export_run(tiny_run, formats="tflite_int8", calib_samples=100, check_samples=1000, data_dir=data_dir,
+                        out_dir=tmp_path, echo=lines.append)
+    (row,) = report["artifacts"]
+    qat = report["qat"]
+    assert qat["auto"] is True and qat["epochs"] == 1 and qat["formats"] == ["tflite_int8"]
+    result = qat["results"]["tflite_int8"]
+    assert result["post_training"]["sha256"] != result["tuned"]["sha256"]  # QAT really changed the model
+    assert result["tuned"]["status"] != "failed" and qat["kept"] == {"tflite_int8": tuned_is_better}
+    path = Path(row["path"])
+    installed = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert installed == row["sha256"]
+    logits_how = (meta_io.read(path).get("conversion") or {}).get("logits", "")
+    if tuned_is_better:
+        assert installed == result["tuned"]["sha256"] and row["auto_qat"]["kept"] and row["qat_epochs"] == 1
+        assert "quantization-aware fine-tuning (1 epochs)" in logits_how
+        # The float-layer search that came first is still reported, under the post-training artifact.
+        assert row["accuracy_aware"]["post_training"]["tries"] and row["accuracy_aware"]["met"] is False
+    else:
+        assert installed == result["post_training"]["sha256"] and row["auto_qat"]["kept"] is False
+        assert "quantization-aware" not in logits_how and "qat_epochs" not in row
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staged or set-aside file left
+    md = (tmp_path / "export_report.md").read_text()
+    assert "## Quantization-aware fine-tuning" in md and "`--qat auto`" in md and "## Accuracy-aware int8" in md
+    assert ("| tflite_int8 |" in md.split("## Quantization-aware fine-tuning")[1]
+            and ("fine-tuned |" if tuned_is_better else "post-training |") in md)
+    assert any("quantization-aware fine-tuning" in line for line in lines)

@@ -230,7 +230,8 @@ def test_export_qat_tunes_the_int8_source_and_checks_against_the_original(tiny_r
 @pytest.mark.parametrize("args,message", [
     (["--fp16", "--qat", "1"], "--qat tunes the int8 formats"),
     (["--int8", "--per-tensor", "--qat", "1"], "--qat simulates per-channel weights"),
-    (["--int8", "--qat", "-1"], "-1 is not in the range x>=0"),
+    (["--int8", "--qat", "-1"], "'-1' is neither a number of epochs (0 or more) nor auto"),
+    (["--int8", "--qat", "some"], "'some' is neither a number of epochs (0 or more) nor auto"),
 ])
 def test_bad_qat_use_is_one_line(tiny_run, tmp_path, args, message):
     run = copy_run(tiny_run, tmp_path)

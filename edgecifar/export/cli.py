@@ -12,6 +12,23 @@ from .. import defaults
 from . import FORMATS
 
 
+class QatEpochs(click.ParamType):
+    """--qat: a number of epochs (0 = never) or "auto"."""
+
+    name = "epochs"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            epochs = int(str(value).strip())
+        except ValueError:
+            epochs = None
+        if epochs is None or epochs < 0:
+            self.fail(f"{value!r} is neither a number of epochs (0 or more) nor auto", param, ctx)
+        return epochs
+
+
 @click.command("export")
 @click.argument("run", required=False, type=click.Path())
 @click.option("--int8", "int8", is_flag=True, help="The int8 artifacts: TFLite int8 (float head) and ONNX QDQ int8 (tflite_int8_full by --formats).")
@@ -36,9 +53,11 @@ from . import FORMATS
               help=f"When an int8 artifact misses the target (within {defaults.INT8_TARGET_PP:g} pp of Keras, "
                    f"{100 * defaults.INT8_TARGET_AGREEMENT:g} % agreement), keep its most sensitive layers in float until "
                    f"it meets it (up to {defaults.FALLBACK_MAX_LAYERS}; the report says which and what they cost).")
-@click.option("--qat", "qat_epochs", type=click.IntRange(min=0), default=0, metavar="EPOCHS", show_default=True,
+@click.option("--qat", "qat_epochs", type=QatEpochs(), default="auto", metavar="EPOCHS|auto", show_default=True,
               help="Before the int8 conversions, fine-tune the model EPOCHS epochs with int8 simulated, to agree with "
-                   "itself (edgecifar/qat.py; pure Keras). Artifacts are still checked against the original model.")
+                   "itself (edgecifar/qat.py; pure Keras). Artifacts are still checked against the original model. "
+                   f"auto: only for an int8 artifact that still misses the target after the float-layer search, "
+                   f"{defaults.QAT_AUTO_EPOCHS} epochs, keeping the better artifact. 0: never.")
 @click.option("--bias-correction", is_flag=True,
               help="Before the int8 conversions, put back the per-channel mean output shift that int8 weight rounding "
                    "causes, measured on the calibration images (edgecifar/export/bias_correction.py). Helps "

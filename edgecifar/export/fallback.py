@@ -23,6 +23,9 @@ MIN_CHECK_IMAGES images the search is skipped and the report says why.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +115,41 @@ def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank,
     return search(fmt, path, row, produce, rank, echo, target_pp, target_agreement)
 
 
+@contextmanager
+def kept_aside(path: Path):
+    """The artifact at `path` and its sidecar, copied aside (hidden, same folder) for the duration; yields
+    put_back(), which moves the copies back over whatever is at `path` then. The copies never outlive the block."""
+    from ..device import metadata as meta_io
+
+    aside = path.with_name(f".{path.name}.best")
+    pairs = [(path, aside), (meta_io.sidecar_path(path), meta_io.sidecar_path(aside))]
+    for src, dst in pairs:
+        if src.is_file():
+            shutil.copy2(src, dst)
+
+    def put_back():
+        for dst, src in pairs:
+            if src.is_file():
+                os.replace(src, dst)
+
+    try:
+        yield put_back
+    finally:
+        for _, src in pairs:
+            src.unlink(missing_ok=True)
+
+
+def better(row: dict, than: dict, target: tuple[float, float] | None = None) -> bool:
+    """Whether checked artifact `row` is better than `than`: it meets the target and `than` does not, or both
+    do or both miss and it agrees with Keras more often (then: a smaller drop)."""
+    target_pp, target_agreement = target or (TARGET_PP, TARGET_AGREEMENT)
+
+    def key(r):
+        return ("accuracy" in r and miss(r, target_pp, target_agreement) is None, _score(r))
+
+    return key(row) > key(than)
+
+
 def summary(row: dict) -> dict:
     return {k: row.get(k) for k in ("status", "delta_pp", "agreement", "top1_ties", "size_bytes", "sha256", "reason")}
 
@@ -125,11 +163,6 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
     The all-int8 artifact is kept aside with its sidecar: when no try meets the target, or anything in
     the search fails, it goes back in place byte for byte.
     """
-    import os
-    import shutil
-
-    from ..device import metadata as meta_io
-
     target_pp = TARGET_PP if target_pp is None else target_pp
     target_agreement = TARGET_AGREEMENT if target_agreement is None else target_agreement
     max_layers = MAX_LAYERS if max_layers is None else max_layers
@@ -137,38 +170,22 @@ def search(fmt: str, path: Path, first: dict, produce, rank, echo, target_pp: fl
              "first": summary(first),
              "miss": miss(first, target_pp, target_agreement), "tries": []}
     echo(f"    {fmt} misses the int8 target: {block['miss']}; keeping its most sensitive layers in float")
-    aside = path.with_name(f".{path.name}.best")
-    pairs = [(path, aside), (meta_io.sidecar_path(path), meta_io.sidecar_path(aside))]
-
-    def keep_aside():  # the all-int8 artifact now at `path`
-        for src, dst in pairs:
-            if src.is_file():
-                shutil.copy2(src, dst)
-
-    def put_back():  # the best so far replaces whatever is at `path`
-        for dst, src in pairs:
-            if src.is_file():
-                os.replace(src, dst)
-
     best, best_keep, at_path = first, [], first
-    keep_aside()
-    try:
-        block["first_latency_ms"] = latency_ms(path)
-        ranking = rank()
-        block["ranking"] = ranking[:max_layers]
-        best, best_keep, at_path = _try_layers(block, ranking[:max_layers], produce, path, first, target_pp,
-                                               target_agreement, echo)
-        if at_path is not best:
-            # No try met the target: the all-int8 artifact goes back. Float layers that do not reach the target
-            # would cost size and time for a partial gain; the report lists every try (and the best) instead.
-            put_back()
-    except Exception as e:  # the search is an improvement: it must never cost the artifact it started from
-        put_back()  # the all-int8 artifact, exactly as checked
-        block["error"] = f"{type(e).__name__}: {e}"[:300]
-        echo(f"    accuracy-aware search failed ({block['error']}); the all-int8 artifact is kept")
-    finally:
-        for _, src in pairs:
-            src.unlink(missing_ok=True)
+    with kept_aside(path) as put_back:  # the all-int8 artifact now at `path`
+        try:
+            block["first_latency_ms"] = latency_ms(path)
+            ranking = rank()
+            block["ranking"] = ranking[:max_layers]
+            best, best_keep, at_path = _try_layers(block, ranking[:max_layers], produce, path, first, target_pp,
+                                                   target_agreement, echo)
+            if at_path is not best:
+                # No try met the target: the all-int8 artifact goes back. Float layers that do not reach the target
+                # would cost size and time for a partial gain; the report lists every try (and the best) instead.
+                put_back()
+        except Exception as e:  # the search is an improvement: it must never cost the artifact it started from
+            put_back()  # the all-int8 artifact, exactly as checked
+            block["error"] = f"{type(e).__name__}: {e}"[:300]
+            echo(f"    accuracy-aware search failed ({block['error']}); the all-int8 artifact is kept")
     block.update(kept_float=best_keep, met="accuracy" in best and miss(best, target_pp, target_agreement) is None,
                  size_cost_bytes=(best.get("size_bytes") or 0) - (first.get("size_bytes") or 0))
     final_latency = block.get("first_latency_ms") if not best_keep else next(

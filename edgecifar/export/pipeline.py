@@ -25,7 +25,7 @@ from .formats import INT8_FORMATS, artifact_name, select_formats
 def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_SAMPLES, check_samples: int | None = None,
                data_dir=None, io_dtype: str = "uint8", opset: int = defaults.ONNX_OPSET, per_channel: bool = True, calib_method: str = "minmax",
                max_drop: float | None = None, debug_quant: bool = False, echo=print, *, runs_dir=None, out_dir=None,
-               command: str | None = None, accuracy_aware: bool = True, qat_epochs: int = 0,
+               command: str | None = None, accuracy_aware: bool = True, qat_epochs: int | str = "auto",
                calib_augment: str = "auto", bias_correction: bool = False) -> dict:
     """Export RUN (default: the latest finished run) and return the report (also saved beside the artifacts).
 
@@ -33,7 +33,10 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     accuracy_aware: an int8 artifact that misses the int8 target keeps its most sensitive layers in
     float (export/fallback.py; needs a check set of at least 1,000 images).
     qat_epochs: before the int8 conversions, fine-tune the int8 source model that many epochs with int8
-    simulated (edgecifar/qat.py); every artifact is still checked against the original model.
+    simulated (edgecifar/qat.py); every artifact is still checked against the original model. "auto" (the
+    default): only when an int8 artifact still misses its target after the accuracy-aware search, and then
+    defaults.QAT_AUTO_EPOCHS epochs for the formats that missed, keeping whichever artifact is better (`_auto_qat`).
+    0: never.
     bias_correction: before that, put back the per-channel mean output shift that int8 weight rounding
     causes, measured on the calibration images (edgecifar/export/bias_correction.py).
     calib_augment: "auto" calibrates on the images as the run was trained (camera-degraded at the
@@ -45,6 +48,11 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     t_start = time.perf_counter()
     fmts = select_formats(formats)
+    auto_qat = qat_epochs == "auto"
+    if auto_qat:
+        qat_epochs = 0
+    elif isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 0:
+        raise UserError(f"--qat {qat_epochs!r}: pass a number of epochs (0 = never) or auto")
     needs_calib = _check_options(fmts, io_dtype, calib_method, check_samples, opset, calib_samples, qat_epochs, per_channel,
                                  bias_correction)
     if calib_augment not in CALIB_AUGMENT:
@@ -77,9 +85,12 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
     tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, qat_epochs, echo) \
         if qat_epochs else None
+    # Automatic QAT follows the accuracy-aware search, so it needs the search (and int8 formats to tune).
+    auto_tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, defaults.QAT_AUTO_EPOCHS, echo) \
+        if (auto_qat and accuracy_aware and needs_calib and per_channel) else None  # QAT simulates per-channel weights
     correct = _bias_corrector(calib.images, echo) if bias_correction else None
     artifacts, debug_paths, prepared = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
-                                                    debug_quant, echo, tune, correct)
+                                                    debug_quant, echo, tune, correct, auto_tune)
 
     # 6. The report, written last.
     settings = {"io_dtype": io_dtype, "per_channel": per_channel, "onnx_opset": opset, "onnx_calib_method": calib_method,
@@ -213,33 +224,90 @@ def _report(command, src, source_model, ref, ds, calib, val_ref, no_val, fmts, s
 
 
 def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: dict, accuracy_aware: bool, debug_quant: bool,
-                 echo, tune=None, correct=None) -> tuple[list[dict], list[str] | None, dict]:
-    """Every format: convert at a staged name, check, install (then the accuracy-aware search for int8);
-    TFLite first, then ONNX. Returns (report rows, debug report paths, {"qat": its report or None,
-    "bias_correction": its report or None})."""
+                 echo, tune=None, correct=None, auto_tune=None) -> tuple[list[dict], list[str] | None, dict]:
+    """Every format: convert at a staged name, check, install (then the accuracy-aware search for int8, then
+    automatic QAT for what still misses when `auto_tune` is given); TFLite first, then ONNX. Returns (report rows,
+    debug report paths, {"qat": its report or None, "bias_correction": its report or None})."""
     artifacts = []
     ordered = [f for f in fmts if f.startswith("tflite_")] + [f for f in fmts if f.startswith("onnx_")]
-    o = options
     with scratch_dir("export") as tmp:
         sources = _Sources(src.keras_model, src.model_path, Path(tmp), echo, tune, correct,
                            int8_target=fallback.target_for(src.manifest.get("zoo_model") or src.name))
         for step, fmt in enumerate(ordered, 1):
             echo(f"[{step}/{len(fmts)}] {fmt}: converting")
             path = out / artifact_name(src.name, fmt)
-            if fmt.startswith("tflite_"):
-                def produce(staged, keep=(), fmt=fmt):
-                    return _tflite(fmt, staged, sources, calib, o["io_dtype"], o["per_channel"], metadata, keep)
-            else:
-                def produce(staged, keep=(), fmt=fmt):
-                    return _onnx(fmt, staged, sources, calib, o["opset"], o["per_channel"], o["calib_method"], metadata, echo,
-                                 keep)
+            produce = _producer(fmt, sources, calib, options, metadata, echo)
             row = _one(fmt, path, ref, echo, produce, val_ref)
             if accuracy_aware:
-                row = _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo)
+                row = _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo, auto_tune is not None)
+            if sources.qat is not None and fmt in INT8_FORMATS and row.get("path"):
+                row["qat_epochs"] = sources.qat["epochs"]
             artifacts.append(row)
+        qat_report = sources.qat
+        if auto_tune is not None:
+            qat_report = _auto_qat(artifacts, src, sources, auto_tune, ref, val_ref, calib, options, metadata, echo)
         # On the model the int8 artifacts were converted from.
         debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
-    return artifacts, debug_paths, {"qat": sources.qat, "bias_correction": sources.bias_correction}
+    return artifacts, debug_paths, {"qat": qat_report, "bias_correction": sources.bias_correction}
+
+
+def _producer(fmt, sources, calib, options: dict, metadata, echo):
+    """produce(staged, keep_float=()) -> conversion settings: `fmt` converted from `sources`, written at `staged`."""
+    o = options
+    if fmt.startswith("tflite_"):
+        return lambda staged, keep=(): _tflite(fmt, staged, sources, calib, o["io_dtype"], o["per_channel"], metadata, keep)
+    return lambda staged, keep=(): _onnx(fmt, staged, sources, calib, o["opset"], o["per_channel"], o["calib_method"],
+                                         metadata, echo, keep)
+
+
+def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metadata, echo) -> dict | None:
+    """Post-training int8 that still misses its target after the float-layer search: fine-tune the int8 source
+    model with int8 simulated (edgecifar/qat.py, `tune`), convert those formats again from it, check them like
+    any artifact, and keep whichever of the two is better (fallback.better: target met, then agreement).
+    The rows in `artifacts` are replaced in place. Returns the QAT report (with "auto": True) or None when no
+    artifact needed it."""
+    from .. import qat
+
+    missed = [i for i, a in enumerate(artifacts) if a.get("path") and (a.get("accuracy_aware") or {}).get("met") is False
+              and "skipped" not in a["accuracy_aware"]]
+    if not missed:
+        return None
+    names = [artifacts[i]["format"] for i in missed]
+    try:
+        qat.check_supported(sources.int8_model())
+    except ValueError as e:
+        echo(f"    automatic quantization-aware fine-tuning is not possible here: {e}")
+        return {"auto": True, "formats": names, "skipped": str(e)}
+    echo(f"post-training int8 misses the target for {', '.join(names)} after the float-layer search: "
+         f"quantization-aware fine-tuning (`--qat auto`; `--qat 0` turns it off)")
+    tuned = sources.tuned(tune)
+    kept, results = {}, {}
+    for i in missed:
+        ptq = artifacts[i]
+        fmt, path = ptq["format"], Path(ptq["path"])
+        echo(f"    {fmt}: converting again from the fine-tuned model")
+        with fallback.kept_aside(path) as put_back:
+            row = _one(fmt, path, ref, echo, _producer(fmt, tuned, calib, options, metadata, echo), val_ref)
+            take = "accuracy" in row and fallback.better(row, ptq, sources.int8_target)
+            if not take and row.get("path"):
+                put_back()  # the post-training artifact, byte for byte, with its sidecar
+        target_pp, target_agreement = sources.int8_target
+        if take:
+            row["qat_epochs"] = tuned.qat["epochs"]
+            row["accuracy_aware"] = {"met": fallback.miss(row, target_pp, target_agreement) is None, "kept_float": [],
+                                     "target_pp": target_pp, "target_agreement": target_agreement,
+                                     "post_training": ptq["accuracy_aware"]}
+            row["auto_qat"] = {"epochs": tuned.qat["epochs"], "kept": True, "post_training": fallback.summary(ptq)}
+            artifacts[i] = row
+        else:
+            ptq["auto_qat"] = {"epochs": tuned.qat["epochs"], "kept": False, "tuned": fallback.summary(row)}
+        kept[fmt] = bool(take)
+        results[fmt] = {"post_training": fallback.summary(ptq), "tuned": fallback.summary(row),
+                        "kept": "fine-tuned" if take else "post-training"}
+        verdict = "kept" if take else "not kept (the post-training artifact stays)"
+        if "accuracy" in row:
+            echo(f"    {fmt} after QAT: Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} % — {verdict}")
+    return {**tuned.qat, "auto": True, "formats": names, "kept": kept, "results": results}
 
 
 @dataclass
@@ -271,15 +339,16 @@ def load_source(run_dir=None, runs_dir=None) -> Source:
 # --- one format -------------------------------------------------------------------------
 
 
-def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo) -> dict:
-    """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float."""
+def _accuracy_aware(fmt, path, row, produce, ref, val_ref, sources, calib, echo, auto_qat=False) -> dict:
+    """An int8 artifact that misses the target (export/fallback.py) gets its most sensitive layers kept in float.
+    auto_qat: automatic QAT follows for what still misses (`_auto_qat`), so no hint to run it by hand."""
     row = fallback.improve(
         fmt, path, row, len(ref.labels),
         produce=lambda keep: _one(fmt, path, ref, lambda *_: None, lambda staged: produce(staged, keep), val_ref),
         rank=lambda: fallback.ranked_layers(fmt, sources.keras_path(logits=True), path, calib, echo),
         echo=echo, target=sources.int8_target)
     block = row.get("accuracy_aware") or {}
-    if block.get("met") is False and "skipped" not in block and sources.qat is None:
+    if block.get("met") is False and "skipped" not in block and sources.qat is None and not auto_qat:
         first = "" if sources.bias_correction else "`--bias-correction` removes the mean shift of int8 weight rounding " \
                                                    "(edgecifar/export/bias_correction.py; depthwise nets gain most), and "
         echo(f"    post-training quantization cannot meet the target here; {first}`--qat 2` fine-tunes the model with "
@@ -430,6 +499,7 @@ class _Sources:
         self.tune, self.qat = tune, None  # tune(model, teacher) -> (QAT-tuned copy, report), applied to the int8 source
         self.correct, self.bias_correction = correct, None  # correct(model) -> (bias-corrected copy, report), before QAT
         self.logits_output = False
+        self.teacher = None  # set with the int8 model: the trained model's logits copy (QAT's teacher)
         if tune is not None:  # now, not inside a format's conversion: a model QAT cannot rewrite is a usage error
             self._model(True)
 
@@ -448,7 +518,7 @@ class _Sources:
             if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
                 self.logits_how = f"{self.logits_how}; {folded}"
                 self.echo(f"    {folded}")
-            teacher = copy  # what QAT learns to agree with: the trained model's own logits, before any correction
+            self.teacher = teacher = copy  # what QAT learns to agree with: the trained model's own logits, before any correction
             copy, input_folded = fold_input_scaling(copy)
             if input_folded:  # x/127.5 - 1 would round the pixels twice in int8 (edgecifar/export/input_fold.py)
                 self.logits_how = f"{self.logits_how}; {input_folded}"
@@ -462,6 +532,23 @@ class _Sources:
                 self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
             self._cache["logits"] = copy
         return self._cache["logits"]
+
+    def int8_model(self):
+        """The model the int8 formats are converted from (logits, folded, corrected and tuned as asked)."""
+        return self._model(True)
+
+    def tuned(self, tune) -> "_Sources":
+        """Sources whose int8 model is this one's fine-tuned by `tune` (automatic QAT); float formats unchanged.
+        The fold and bias correction already made here are reused, and the teacher is the same trained model."""
+        base = self._model(True)
+        tmp = self.tmp / "qat"
+        tmp.mkdir(exist_ok=True)
+        other = _Sources(self.keras_model, self.model_path, tmp, self.echo, int8_target=self.int8_target)
+        copy, other.qat = tune(base, self.teacher)
+        other.bias_correction, other.logits_output = self.bias_correction, self.logits_output
+        other.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({other.qat['epochs']} epochs)"
+        other._cache["logits"] = copy
+        return other
 
     def output_kind(self, logits: bool) -> str:
         """The metadata's output kind of an artifact converted from _model(logits)."""

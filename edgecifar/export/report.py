@@ -121,10 +121,23 @@ def _bias_correction_lines(bc: dict | None) -> list[str]:
 def _qat_lines(qat: dict | None) -> list[str]:
     if not qat:
         return []
+    if qat.get("skipped"):
+        return ["## Quantization-aware fine-tuning", "",
+                f"{', '.join(qat['formats'])} missed the target after the float-layer search; automatic fine-tuning "
+                f"with int8 simulated was not possible: {qat['skipped']}.", ""]
+    if qat.get("auto"):
+        kept = [f for f, k in qat["kept"].items() if k]
+        subject = (f"Post-training int8 missed the target for {', '.join(qat['formats'])} after the float-layer search, so "
+                   "the exporter fine-tuned the model with int8 simulated and converted those formats again (`--qat auto`, "
+                   "the default; `--qat 0` turns it off). It kept the fine-tuned artifact for "
+                   f"{', '.join(kept) or 'none'} (the better one: target met, then agreement; table below). They were "
+                   "converted from a copy of the model")
+    else:
+        subject = "The int8 artifacts were converted from a copy of the model"
     return [
         "## Quantization-aware fine-tuning",
         "",
-        f"The int8 artifacts were converted from a copy of the model fine-tuned for {qat['epochs']} epoch(s) on "
+        f"{subject} fine-tuned for {qat['epochs']} epoch(s) on "
         f"{qat['images']:,} training images with int8 simulated ({qat['method']}; {qat['optimizer']}, batch "
         f"{qat['batch_size']}, seed {qat['seed']}, {qat['backend']} backend, {qat['seconds']:.0f} s). Float head: "
         f"`{qat['float_head']}`. Rounded activations: {', '.join(f'`{n}`' for n in qat['quantized_tensors'])}. "
@@ -133,7 +146,23 @@ def _qat_lines(qat: dict | None) -> list[str]:
         f"{100 * qat['simulated_agreement_after']:.2f} % after. Every artifact above is checked against the original "
         "model, not the tuned copy.",
         "",
-    ]
+    ] + _auto_qat_table(qat)
+
+
+def _auto_qat_table(qat: dict) -> list[str]:
+    """Automatic QAT: per format, the post-training artifact and the fine-tuned one, and which was kept."""
+    if not qat.get("auto"):
+        return []
+    return ["| format | post-training Δ | agree | fine-tuned Δ | agree | ties | size | kept |", "|---|---:|---:|---:|---:|---:|---:|---|"] + [
+        f"| {fmt} | {_brief(r['post_training'])} | {_brief(r['tuned'])} | {r['tuned'].get('top1_ties', '–')} | "
+        f"{human_size(r['tuned']['size_bytes'], 'KiB') if r['tuned'].get('size_bytes') else '–'} | {r['kept']} |"
+        for fmt, r in qat.get("results", {}).items()] + [""]
+
+
+def _brief(row: dict) -> str:
+    if row.get("delta_pp") is None:
+        return f"failed ({row.get('reason') or '?'}) | –"
+    return f"{row['delta_pp']:+.2f} pp | {100 * row['agreement']:.2f} %"
 
 
 def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
@@ -148,7 +177,8 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
                       100 * aware[0]["accuracy_aware"].get("target_agreement", defaults.INT8_TARGET_AGREEMENT)),
                   ""]
         for a in aware:
-            b = a["accuracy_aware"]
+            # After automatic QAT the float-layer search belongs to the post-training artifact it started from.
+            b = a["accuracy_aware"].get("post_training") or a["accuracy_aware"]
             if b.get("skipped"):
                 lines.append(f"- {a['format']}: not searched: {b['skipped']}.")
             elif b.get("error"):
