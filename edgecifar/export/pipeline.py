@@ -243,11 +243,13 @@ def _convert_all(fmts, out: Path, src, ref, val_ref, calib, metadata, options: d
             if sources.qat is not None and fmt in INT8_FORMATS and row.get("path"):
                 row["qat_epochs"] = sources.qat["epochs"]
             artifacts.append(row)
-        qat_report = sources.qat
+        qat_report, tuned = sources.qat, None
         if auto_tune is not None:
-            qat_report = _auto_qat(artifacts, src, sources, auto_tune, ref, val_ref, calib, options, metadata, echo)
-        # On the model the int8 artifacts were converted from.
-        debug_paths = _debug_quant(artifacts, sources, calib, out, echo) if debug_quant else None
+            qat_report, tuned = _auto_qat(artifacts, src, sources, auto_tune, ref, val_ref, calib, options, metadata, echo)
+        # Each against the model it was converted from: the fine-tuned one where automatic QAT's artifact was kept.
+        kept_tuned = {f for f, k in ((qat_report or {}).get("kept") or {}).items() if k}
+        debug_paths = _debug_quant(artifacts, lambda fmt: tuned if fmt in kept_tuned else sources, calib, out, echo) \
+            if debug_quant else None
     return artifacts, debug_paths, {"qat": qat_report, "bias_correction": sources.bias_correction}
 
 
@@ -260,24 +262,24 @@ def _producer(fmt, sources, calib, options: dict, metadata, echo):
                                          metadata, echo, keep)
 
 
-def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metadata, echo) -> dict | None:
+def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metadata, echo):
     """Post-training int8 that still misses its target after the float-layer search: fine-tune the int8 source
     model with int8 simulated (edgecifar/qat.py, `tune`), convert those formats again from it, check them like
     any artifact, and keep whichever of the two is better (fallback.better: target met, then agreement).
-    The rows in `artifacts` are replaced in place. Returns the QAT report (with "auto": True) or None when no
-    artifact needed it."""
+    The rows in `artifacts` are replaced in place. Returns (the QAT report, with "auto": True, or None when no
+    artifact needed it; the fine-tuned sources or None)."""
     from .. import qat
 
     missed = [i for i, a in enumerate(artifacts) if a.get("path") and (a.get("accuracy_aware") or {}).get("met") is False
               and "skipped" not in a["accuracy_aware"]]
     if not missed:
-        return None
+        return None, None
     names = [artifacts[i]["format"] for i in missed]
     try:
         qat.check_supported(sources.int8_model())
     except ValueError as e:
         echo(f"    automatic quantization-aware fine-tuning is not possible here: {e}")
-        return {"auto": True, "formats": names, "skipped": str(e)}
+        return {"auto": True, "formats": names, "skipped": str(e)}, None
     echo(f"post-training int8 misses the target for {', '.join(names)} after the float-layer search: "
          f"quantization-aware fine-tuning (`--qat auto`; `--qat 0` turns it off)")
     tuned = sources.tuned(tune)
@@ -307,7 +309,11 @@ def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metad
         verdict = "kept" if take else "not kept (the post-training artifact stays)"
         if "accuracy" in row:
             echo(f"    {fmt} after QAT: Δ {row['delta_pp']:+.2f} pp, agreement {100 * row['agreement']:.2f} % — {verdict}")
-    return {**tuned.qat, "auto": True, "formats": names, "kept": kept, "results": results}
+    still = [artifacts[i]["format"] for i in missed if artifacts[i]["accuracy_aware"].get("met") is False]
+    if still and sources.bias_correction is None:
+        echo(f"    {', '.join(still)} still miss the target; `--bias-correction` removes the mean shift of int8 weight "
+             "rounding (edgecifar/export/bias_correction.py; depthwise nets gain most)")
+    return {**tuned.qat, "auto": True, "formats": names, "kept": kept, "results": results}, tuned
 
 
 @dataclass
@@ -461,7 +467,8 @@ def _onnx(fmt, path, sources, calib, opset, per_channel, calib_method, metadata,
     return conversion
 
 
-def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
+def _debug_quant(artifacts, sources_for, calib, out: Path, echo) -> list[str]:
+    """Per-layer error reports of the int8 artifacts, each against `sources_for(fmt)`'s int8 model."""
     from . import debug_quant
 
     paths = []
@@ -472,7 +479,7 @@ def _debug_quant(artifacts, sources, calib, out: Path, echo) -> list[str]:
         echo(f"quantization debug: {fmt}")
         fn = debug_quant.debug_tflite if fmt.startswith("tflite_") else debug_quant.debug_onnx
         try:
-            result = fn(sources.keras_path(logits=True), written[fmt], calib, out, echo=echo)
+            result = fn(sources_for(fmt).keras_path(logits=True), written[fmt], calib, out, echo=echo)
         except Exception as e:
             echo(f"    debug of {fmt} failed: {_reason(e)}")
             continue
