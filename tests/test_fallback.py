@@ -163,3 +163,4 @@ def test_a_target_still_missed_fine_tunes_and_keeps_the_better_artifact(tiny_run
     assert ("| tflite_int8 |" in md.split("## Quantization-aware fine-tuning")[1]
             and ("fine-tuned |" if tuned_is_better else "post-training |") in md)
     assert any("quantization-aware fine-tuning" in line for line in lines)
+    assert ("its artifact replaced this one" if tuned_is_better else "did no better: this artifact stays") in md

@@ -200,9 +200,20 @@ def _accuracy_aware_lines(artifacts: list[dict]) -> list[str]:
                                 f"agree {100 * b['best_try']['agreement']:.2f} %)") + "; "
                              f"cost {human_size(b['size_cost_bytes'], 'KiB', '+.1f')}, "
                              + (f"{b['latency_cost_ms']:+.3f} ms" if b.get("latency_cost_ms") is not None else "? ms")
-                             + " per image (batch 1, 1 thread).")
+                             + " per image (batch 1, 1 thread)." + _after_search(a))
         lines.append("")
     return lines
+
+
+def _after_search(artifact: dict) -> str:
+    """What automatic QAT did after the float-layer search, in one sentence (empty when it did not run)."""
+    auto = artifact.get("auto_qat")
+    if not auto:
+        return ""
+    if auto["kept"]:
+        return (" Automatic quantization-aware fine-tuning followed, and its artifact replaced this one "
+                "(Quantization-aware fine-tuning, above).")
+    return " Automatic quantization-aware fine-tuning followed and did no better: this artifact stays."
 
 
 def _validation_lines(report: dict) -> list[str]:
