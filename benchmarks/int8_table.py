@@ -39,6 +39,7 @@ def rows(report: dict, path: Path, time_it: bool) -> list[dict]:
     full_ms = _latency(full, time_it)
     max_pp, min_agree = targets(report.get("zoo_model"))
     out = []
+    qat = report.get("qat") or {}
     for fmt in FORMATS:
         a = by_format.get(fmt)
         if a is None or a.get("status") == "failed":
@@ -50,8 +51,7 @@ def rows(report: dict, path: Path, time_it: bool) -> list[dict]:
             "keras": a["keras_accuracy"], "delta_pp": a["delta_pp"], "agreement": a["agreement"], "ties": a["top1_ties"],
             "size_bytes": a["size_bytes"], "float_layers": aware.get("kept_float") or [], "float_head": _float_head(a),
             # Per artifact since automatic QAT (an artifact may keep its post-training version); older reports: per export.
-            "qat_epochs": a.get("qat_epochs", 0) if ("qat_epochs" in a or (report.get("qat") or {}).get("auto"))
-            else (report.get("qat") or {}).get("epochs", 0),
+            "qat_epochs": a.get("qat_epochs", 0 if qat.get("auto") else qat.get("epochs", 0)),
             "bias_correction": bool(report.get("bias_correction")),
             "calibration": (report.get("calibration") or {}).get("augmentation"),
             "met": abs(a["delta_pp"]) <= max_pp + 1e-9 and a["agreement"] >= min_agree - 1e-9 and a["top1_ties"] == 0,

@@ -18,13 +18,14 @@ class QatEpochs(click.ParamType):
     name = "epochs"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or str(value).strip().lower() == "auto":
-            return value if isinstance(value, int) else "auto"
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
         try:
-            epochs = int(str(value).strip())
+            epochs = int(text)
         except ValueError:
-            epochs = None
-        if epochs is None or epochs < 0:
+            epochs = -1
+        if epochs < 0:
             self.fail(f"{value!r} is neither a number of epochs (0 or more) nor auto", param, ctx)
         return epochs
 

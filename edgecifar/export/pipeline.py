@@ -83,10 +83,9 @@ def export_run(run_dir=None, formats=None, calib_samples: int = defaults.CALIB_S
 
     # 5. Convert, write, check — format by format; then optional quantization debugging.
     options = {"io_dtype": io_dtype, "per_channel": per_channel, "opset": opset, "calib_method": calib_method}
-    tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, qat_epochs, echo) \
-        if qat_epochs else None
+    tune = _qat_tuner(ds.train, held, calib.images, qat_epochs, echo) if qat_epochs else None
     # Automatic QAT follows the accuracy-aware search, so it needs the search (and int8 formats to tune).
-    auto_tune = _qat_tuner(_tuning_images(ds.train, held), calib.images, defaults.QAT_AUTO_EPOCHS, echo) \
+    auto_tune = _qat_tuner(ds.train, held, calib.images, defaults.QAT_AUTO_EPOCHS, echo) \
         if (auto_qat and accuracy_aware and needs_calib and per_channel) else None  # QAT simulates per-channel weights
     correct = _bias_corrector(calib.images, echo) if bias_correction else None
     artifacts, debug_paths, prepared = _convert_all(fmts, out, src, ref, val_ref, calib, metadata, options, accuracy_aware,
@@ -275,14 +274,15 @@ def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metad
     if not missed:
         return None, None
     names = [artifacts[i]["format"] for i in missed]
-    try:
-        qat.check_supported(sources.int8_model())
+    try:  # on the trained model, as _check_qat for --qat N: its int8 copy has the same layers less a softmax
+        qat.check_supported(src.keras_model)
     except ValueError as e:
         echo(f"    automatic quantization-aware fine-tuning is not possible here: {e}")
         return {"auto": True, "formats": names, "skipped": str(e)}, None
     echo(f"post-training int8 misses the target for {', '.join(names)} after the float-layer search: "
          f"quantization-aware fine-tuning (`--qat auto`; `--qat 0` turns it off)")
     tuned = sources.tuned(tune)
+    target_pp, target_agreement = sources.int8_target
     kept, results = {}, {}
     for i in missed:
         ptq = artifacts[i]
@@ -293,7 +293,6 @@ def _auto_qat(artifacts, src, sources, tune, ref, val_ref, calib, options, metad
             take = "accuracy" in row and fallback.better(row, ptq, sources.int8_target)
             if not take and row.get("path"):
                 put_back()  # the post-training artifact, byte for byte, with its sidecar
-        target_pp, target_agreement = sources.int8_target
         if take:
             row["qat_epochs"] = tuned.qat["epochs"]
             row["accuracy_aware"] = {"met": fallback.miss(row, target_pp, target_agreement) is None, "kept_float": [],
@@ -540,10 +539,6 @@ class _Sources:
             self._cache["logits"] = copy
         return self._cache["logits"]
 
-    def int8_model(self):
-        """The model the int8 formats are converted from (logits, folded, corrected and tuned as asked)."""
-        return self._model(True)
-
     def tuned(self, tune) -> "_Sources":
         """Sources whose int8 model is this one's fine-tuned by `tune` (automatic QAT); float formats unchanged.
         The fold and bias correction already made here are reused, and the teacher is the same trained model."""
@@ -619,13 +614,15 @@ def _bias_corrector(calibration, echo):
     return correct
 
 
-def _qat_tuner(images, calibration, epochs: int, echo):
-    """tune(model, teacher) -> (QAT-tuned copy, report): edgecifar/qat.py on the training images (ranges from the
-    calibration images, as the converter sets them), its final Dense left float; it learns to agree with
+def _qat_tuner(train, held, calibration, epochs: int, echo):
+    """tune(model, teacher) -> (QAT-tuned copy, report): edgecifar/qat.py on the training images less the held-back
+    ones (_tuning_images, copied only when tune runs: automatic QAT mostly never does), ranges from the
+    calibration images, as the converter sets them, its final Dense left float; it learns to agree with
     `teacher`, the trained model's logits copy before bias correction changed it."""
     def tune(model, teacher):
         from .. import qat
 
+        images = _tuning_images(train, held)
         echo(f"    quantization-aware fine-tuning: {epochs} epoch(s) on {len(images):,} training images (edgecifar/qat.py)")
         return qat.fine_tune(model, images, calibration, head=qat.float_head(model), epochs=epochs, echo=echo,
                              teacher_model=teacher)
