@@ -29,6 +29,11 @@ What it does, in order (`fine_tune`):
   2. Fine-tune that copy for a few epochs to reproduce the original model's own predictions (`teacher_model`)
      (self-distillation: mean squared error against its logits on training images, no labels), so
      what it learns is to agree with the model the user trained, which is what the budget measures.
+     The agreement it reports is measured on held-out images: on the images it tunes on it reads higher
+     than the converted file then scores on test (MobileNetV2: 97.35 % on 2,000 tuning images, 94.5 % on
+     test). Tried and not kept (session 31, MobileNetV2): a new flipped and shifted copy of the images
+     every epoch, labelled by the teacher (file 94.86 % vs 94.96 %), and cross-entropy on the teacher's
+     top-1 next to the squared error (94.52 %).
   3. Copy the tuned weights into a plain copy of the model (no fake quantization left). The normal
      converter then calibrates, quantizes and checks it like any model, against the ORIGINAL model.
 
@@ -323,7 +328,9 @@ def copy_weights(src, dst) -> None:
         raise ValueError(f"the two models' layers with weights differ: {sorted(sources.keys() ^ targets.keys())[:4]}")
     for name, layer in sources.items():
         for w, t in zip(layer.weights, targets[name].weights, strict=True):
-            t.assign(w)
+            # A numpy copy: under JAX, assigning the variable itself shares its buffer, and fit() donates (deletes)
+            # the copy's buffers, which would leave the source model unusable (its teacher predictions, for one).
+            t.assign(np.array(w.numpy() if hasattr(w, "numpy") else w))
 
 
 def float_head(model) -> str | None:
@@ -340,11 +347,14 @@ def float_head(model) -> str | None:
 
 
 def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str | None = None, epochs: int = EPOCHS,
-              lr: float = LEARNING_RATE, batch_size: int = BATCH_SIZE, seed: int = SEED, echo=print, teacher_model=None):
+              lr: float = LEARNING_RATE, batch_size: int = BATCH_SIZE, seed: int = SEED, echo=print, teacher_model=None,
+              held_out: np.ndarray | None = None):
     """(tuned plain copy of `model`, report dict). `model` outputs logits; `images` (uint8 NHWC training images)
     tune it, `calibration` (the export's calibration images) sets the activation ranges, as in the converter.
     `teacher_model`: the model whose logits it learns to reproduce, when not `model` itself (the exporter passes
-    the trained model's logits copy, so a bias-corrected `model` is pulled back to the original's predictions)."""
+    the trained model's logits copy, so a bias-corrected `model` is pulled back to the original's predictions).
+    `held_out`: images never tuned on, on which the simulated agreement is reported (else on the first 2,000
+    tuning images, which flatter it)."""
     keras = _keras()
     if epochs < 1:
         raise ValueError(f"QAT needs at least 1 epoch, got {epochs}")
@@ -355,13 +365,24 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
     points = quantized_tensors(flat, head)
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
-    teacher = (model if teacher_model is None else teacher_model).predict(images, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
+    teacher_model = model if teacher_model is None else teacher_model
+
+    def teach(x):
+        return teacher_model.predict(x, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
+
+    # The agreement is judged on images the tuning never sees, when the caller has some: on tuning images it
+    # reads 2-3 points higher than the converted file then scores on test (MobileNetV2).
+    judge = (held_out if held_out is not None and len(held_out) else images)[:2000]
+    judge_on = f"{len(judge):,} held-out images" if held_out is not None and len(held_out) else \
+        f"{len(judge):,} of the training images it tunes on"
+    judge_teacher = teach(judge)
+    teacher = teach(images)  # computed once: the teacher never changes
     sim = simulate_int8(flat, head, points)
     steps = epochs * math.ceil(len(images) / batch_size)
     sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
                 loss=keras.losses.MeanSquaredError())
     calibrate_ranges(sim, calibration)
-    agree_before = _agreement(sim, images[:2000], teacher[:2000])
+    agree_before = _agreement(sim, judge, judge_teacher)
 
     losses = []
     for epoch in range(epochs):  # one fit() per epoch: the ranges are set between them, on every backend
@@ -370,7 +391,7 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
         losses.append(history.history["loss"][-1])
         calibrate_ranges(sim, calibration)  # the weights moved: the converter would see new ranges
         echo(f"    qat epoch {epoch + 1}/{epochs}: logit mean squared error {losses[-1]:.4f}")
-    agree_after = _agreement(sim, images[:2000], teacher[:2000])
+    agree_after = _agreement(sim, judge, judge_teacher)
     tuned = keras.models.clone_model(model)
     copy_weights(sim, tuned)
     info = {
@@ -379,10 +400,11 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
         "epochs": epochs, "images": int(len(images)), "batch_size": batch_size, "optimizer": f"adam, lr {lr:g} cosine to 0",
         "seed": seed, "float_head": head, "quantized_tensors": points,
         "loss": [round(float(v), 5) for v in losses],
+        "simulated_agreement_on": judge_on,
         "simulated_agreement_before": agree_before, "simulated_agreement_after": agree_after,
         "seconds": round(time.perf_counter() - t0, 1), "backend": keras.backend.backend(),
     }
-    echo(f"    qat: simulated-int8 agreement with the original on 2,000 training images {100 * agree_before:.2f} % → "
+    echo(f"    qat: simulated-int8 agreement with the original on {judge_on} {100 * agree_before:.2f} % → "
          f"{100 * agree_after:.2f} % ({info['seconds']:.0f} s)")
     return tuned, info
 

@@ -625,7 +625,7 @@ def _qat_tuner(train, held, calibration, epochs: int, echo):
         images = _tuning_images(train, held)
         echo(f"    quantization-aware fine-tuning: {epochs} epoch(s) on {len(images):,} training images (edgecifar/qat.py)")
         return qat.fine_tune(model, images, calibration, head=qat.float_head(model), epochs=epochs, echo=echo,
-                             teacher_model=teacher)
+                             teacher_model=teacher, held_out=None if held is None else train.images[held])
 
     return tune
 

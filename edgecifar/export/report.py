@@ -139,10 +139,12 @@ def _qat_lines(qat: dict | None) -> list[str]:
         "",
         f"{subject} fine-tuned for {qat['epochs']} epoch(s) on "
         f"{qat['images']:,} training images with int8 simulated ({qat['method']}; {qat['optimizer']}, batch "
-        f"{qat['batch_size']}, seed {qat['seed']}, {qat['backend']} backend, {qat['seconds']:.0f} s). Float head: "
+        f"{qat['batch_size']}, seed {qat['seed']}, {qat['backend']} backend, {qat['seconds']:.0f} s). "
+        f"Float head: "
         f"`{qat['float_head']}`. Rounded activations: {', '.join(f'`{n}`' for n in qat['quantized_tensors'])}. "
         f"Distillation loss (logit mean squared error) by epoch: {', '.join(f'{v:.4f}' for v in qat['loss'])}. Simulated-int8 agreement with the "
-        f"original model on 2,000 training images: {100 * qat['simulated_agreement_before']:.2f} % before, "
+        f"original model on {qat.get('simulated_agreement_on', '2,000 training images')}: "
+        f"{100 * qat['simulated_agreement_before']:.2f} % before, "
         f"{100 * qat['simulated_agreement_after']:.2f} % after. Every artifact above is checked against the original "
         "model, not the tuned copy.",
         "",
