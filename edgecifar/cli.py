@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 
 import click
 
@@ -209,7 +211,18 @@ def evaluate_cmd(run, data_dir, corruptions, samples, seed, as_json):
         click.echo(dumps(result, indent=2))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a session or service ending) as an interrupt: cleanup code runs as for Ctrl-C (no staged
+    export files left behind, a camera released), and the exit status is the shell's 128 + 15."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = cli.main(args=argv, prog_name="edgecifar", standalone_mode=False)
     except UserError as e:
@@ -224,9 +237,9 @@ def main(argv=None):
         click.echo(f"edgecifar: error: this command needs {e.name.split('.')[0]}, which is not installed; "
                    f"pip install 'edgecifar[{extra}]'", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click's form of a KeyboardInterrupt in a command
         click.echo("edgecifar: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if isinstance(e.__cause__, Terminated) else 130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:
@@ -238,9 +251,9 @@ def main(argv=None):
     except click.ClickException as e:
         e.show()
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo("edgecifar: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if isinstance(e, Terminated) else 130)
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(rc if isinstance(rc, int) else 0)

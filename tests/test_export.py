@@ -287,6 +287,37 @@ def test_failed_reexport_keeps_the_earlier_artifact_and_says_so(tiny_run, tmp_pa
     assert not leftovers, leftovers
 
 
+
+def test_a_terminated_export_removes_its_staged_file_and_keeps_the_earlier_artifact(tiny_run, tmp_path):
+    """SIGTERM (kill, a session ending) while a new artifact is checked under its staged name: the staged file and
+    sidecar go, the earlier artifact stays byte for byte, one line, exit status 128 + 15."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edgecifar.export import staged_path
+    from edgecifar.files import sha256_file
+
+    run = copy_run(tiny_run, tmp_path)
+    args = ("export", run, "--formats", "tflite_float32")  # checked on all 10,000 images: seconds under a staged name
+    assert run_cli(*args, "--check-samples", "100").returncode == 0
+    good = run / "export" / NAMES["tflite_float32"]
+    before = (sha256_file(good), good.with_name(good.name + ".json").read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "edgecifar.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not staged_path(good).with_name(staged_path(good).name + ".json").exists():  # written with the file
+        assert proc.poll() is None and time.monotonic() < deadline, "the export ended before its staged file appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip() == "edgecifar: interrupted" and "Traceback" not in err
+    assert (sha256_file(good), good.with_name(good.name + ".json").read_text()) == before
+    assert not [p.name for p in (run / "export").iterdir() if p.name.startswith(".")]
+
+
 def test_disk_full_export_is_one_line_and_leaves_no_partial_file(tiny_run, tmp_path, small_tmpfs):
     """A float32 TFLite (~700 KiB) cannot fit in 256 KiB: the format fails cleanly, no half-written file remains."""
     run = copy_run(tiny_run, tmp_path / "runs")

@@ -397,10 +397,12 @@ def _one(fmt, path: Path, ref, echo, produce, val_ref=None) -> dict:
                 os.replace(src, dst)
         fsync(path.parent)
         row["sidecar"] = str(meta_io.sidecar_path(path)) if path.suffix == ".tflite" else None
-    except Exception as e:
+    except BaseException as e:
         for p in (staged, meta_io.sidecar_path(staged)):
             if p.is_file():
                 p.unlink()
+        if not isinstance(e, Exception):
+            raise  # Ctrl-C, or SIGTERM (the CLI raises it as an interrupt): staged files gone, earlier artifact kept
         kept = path.is_file()
         row.update(status=checking.FAILED, reason=f"{stage}: {_reason(e)}", path=None, sidecar=None,
                    previous_artifact_kept=str(path) if kept else None)
