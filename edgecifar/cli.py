@@ -220,6 +220,12 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _interrupted(cause) -> None:
+    """One line, and the shell's status for the signal: 128 + 15 for SIGTERM, 130 for Ctrl-C."""
+    click.echo("edgecifar: interrupted", err=True)
+    sys.exit(128 + signal.SIGTERM if isinstance(cause, Terminated) else 130)
+
+
 def main(argv=None):
     if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
         signal.signal(signal.SIGTERM, _terminate)
@@ -238,8 +244,7 @@ def main(argv=None):
                    f"pip install 'edgecifar[{extra}]'", err=True)
         sys.exit(2)
     except click.exceptions.Abort as e:  # click's form of a KeyboardInterrupt in a command
-        click.echo("edgecifar: interrupted", err=True)
-        sys.exit(128 + signal.SIGTERM if isinstance(e.__cause__, Terminated) else 130)
+        _interrupted(e.__cause__)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:
@@ -252,8 +257,7 @@ def main(argv=None):
         e.show()
         sys.exit(2)
     except KeyboardInterrupt as e:
-        click.echo("edgecifar: interrupted", err=True)
-        sys.exit(128 + signal.SIGTERM if isinstance(e, Terminated) else 130)
+        _interrupted(e)
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -330,7 +330,7 @@ def copy_weights(src, dst) -> None:
         for w, t in zip(layer.weights, targets[name].weights, strict=True):
             # A numpy copy: under JAX, assigning the variable itself shares its buffer, and fit() donates (deletes)
             # the copy's buffers, which would leave the source model unusable (its teacher predictions, for one).
-            t.assign(np.array(w.numpy() if hasattr(w, "numpy") else w))
+            t.assign(np.array(_keras().ops.convert_to_numpy(w)))
 
 
 def float_head(model) -> str | None:
@@ -366,17 +366,16 @@ def fine_tune(model, images: np.ndarray, calibration: np.ndarray, *, head: str |
     # Targets: the original model's own logits, computed once (it never changes). Matching logits (mean
     # squared error) rather than softmax keeps a signal on the near-tied images, where int8 flips the class.
     teacher_model = model if teacher_model is None else teacher_model
-
-    def teach(x):
-        return teacher_model.predict(x, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
-
+    teacher = teacher_model.predict(images, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
     # The agreement is judged on images the tuning never sees, when the caller has some: on tuning images it
     # reads 2-3 points higher than the converted file then scores on test (MobileNetV2).
-    judge = (held_out if held_out is not None and len(held_out) else images)[:2000]
-    judge_on = f"{len(judge):,} held-out images" if held_out is not None and len(held_out) else \
-        f"{len(judge):,} of the training images it tunes on"
-    judge_teacher = teach(judge)
-    teacher = teach(images)  # computed once: the teacher never changes
+    if held_out is not None and len(held_out):
+        judge = held_out[:2000]
+        judge_teacher = teacher_model.predict(judge, batch_size=defaults.EVAL_BATCH, verbose=0).astype(np.float32)
+        judge_on = f"{len(judge):,} held-out images"
+    else:
+        judge, judge_teacher = images[:2000], teacher[:2000]
+        judge_on = f"{len(judge):,} of the training images it tunes on"
     sim = simulate_int8(flat, head, points)
     steps = epochs * math.ceil(len(images) / batch_size)
     sim.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),

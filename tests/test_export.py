@@ -287,7 +287,6 @@ def test_failed_reexport_keeps_the_earlier_artifact_and_says_so(tiny_run, tmp_pa
     assert not leftovers, leftovers
 
 
-
 def test_a_terminated_export_removes_its_staged_file_and_keeps_the_earlier_artifact(tiny_run, tmp_path):
     """SIGTERM (kill, a session ending) while a new artifact is checked under its staged name: the staged file and
     sidecar go, the earlier artifact stays byte for byte, one line, exit status 128 + 15."""

@@ -258,7 +258,6 @@ def test_fine_tune_learns_the_teacher_it_is_given():
     assert zeros["loss"][0] == pytest.approx(float(np.mean(logits ** 2)), rel=0.2)
 
 
-
 def test_fine_tune_judges_its_agreement_on_held_out_images_when_given_some():
     """The simulated agreement it reports is measured on images it never tunes on (on tuning images it flatters:
     MobileNetV2 read 97.35 % there against 94.5 % on test); without held-out images it says it used tuning images."""
@@ -277,10 +276,10 @@ def test_fine_tune_judges_its_agreement_on_held_out_images_when_given_some():
     kw = dict(head="logits", epochs=1, lr=1e-4, batch_size=16, echo=lambda *_: None)
     teacher = Recorder(model)
     _, info = qat.fine_tune(model, images, images[:32], teacher_model=teacher, held_out=held, **kw)
-    judged, tuned_on = teacher.seen
+    tuned_on, judged = teacher.seen
     assert np.array_equal(judged, held) and np.array_equal(tuned_on, images)
     assert info["simulated_agreement_on"] == "40 held-out images"
     teacher = Recorder(model)
     _, info = qat.fine_tune(model, images, images[:32], teacher_model=teacher, **kw)
-    judged, tuned_on = teacher.seen
-    assert np.array_equal(judged, images) and info["simulated_agreement_on"] == "64 of the training images it tunes on"
+    (tuned_on,) = teacher.seen  # judged on the tuning images: their teacher logits are not computed twice
+    assert np.array_equal(tuned_on, images) and info["simulated_agreement_on"] == "64 of the training images it tunes on"

@@ -139,8 +139,7 @@ def _qat_lines(qat: dict | None) -> list[str]:
         "",
         f"{subject} fine-tuned for {qat['epochs']} epoch(s) on "
         f"{qat['images']:,} training images with int8 simulated ({qat['method']}; {qat['optimizer']}, batch "
-        f"{qat['batch_size']}, seed {qat['seed']}, {qat['backend']} backend, {qat['seconds']:.0f} s). "
-        f"Float head: "
+        f"{qat['batch_size']}, seed {qat['seed']}, {qat['backend']} backend, {qat['seconds']:.0f} s). Float head: "
         f"`{qat['float_head']}`. Rounded activations: {', '.join(f'`{n}`' for n in qat['quantized_tensors'])}. "
         f"Distillation loss (logit mean squared error) by epoch: {', '.join(f'{v:.4f}' for v in qat['loss'])}. Simulated-int8 agreement with the "
         f"original model on {qat.get('simulated_agreement_on', '2,000 training images')}: "
