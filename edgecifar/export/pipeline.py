@@ -490,6 +490,11 @@ def _debug_quant(artifacts, sources_for, calib, out: Path, echo) -> list[str]:
     return paths
 
 
+def _after_qat(how: str, qat: dict) -> str:
+    """How an int8 source was made, once QAT (`qat`: fine_tune's report) has tuned it."""
+    return f"{how}; then quantization-aware fine-tuning ({qat['epochs']} epochs)"
+
+
 class _Sources:
     """What the converters read, prepared once and only when a format needs it.
 
@@ -537,7 +542,7 @@ class _Sources:
                                    f"({self.bias_correction['layers_corrected']} layers)")
             if self.tune is not None:
                 copy, self.qat = self.tune(copy, teacher)
-                self.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({self.qat['epochs']} epochs)"
+                self.logits_how = _after_qat(self.logits_how, self.qat)
             self._cache["logits"] = copy
         return self._cache["logits"]
 
@@ -550,7 +555,7 @@ class _Sources:
         other = _Sources(self.keras_model, self.model_path, tmp, self.echo, int8_target=self.int8_target)
         copy, other.qat = tune(base, self.teacher)
         other.bias_correction, other.logits_output = self.bias_correction, self.logits_output
-        other.logits_how = f"{self.logits_how}; then quantization-aware fine-tuning ({other.qat['epochs']} epochs)"
+        other.logits_how = _after_qat(self.logits_how, other.qat)
         other._cache["logits"] = copy
         return other
 
