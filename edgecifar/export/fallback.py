@@ -84,15 +84,16 @@ def ranked_layers(fmt: str, keras_path: Path, artifact: Path, calib, echo) -> li
     return out
 
 
-def latency_ms(path: Path, runs: int = LATENCY_RUNS) -> float:
+def latency_ms(path: Path, runs: int = LATENCY_RUNS, min_seconds: float = 0.0) -> float:
     """Median batch-1 inference time in the device runtime at 1 thread (the Pi-like setting), ms:
-    the benchmark's own timing loop (defaults.WARMUP warm-up calls, then `runs` timed ones)."""
+    the benchmark's own timing loop (defaults.WARMUP warm-up calls, then `runs` timed ones, and more until
+    `min_seconds` have passed: a table of sub-millisecond models wants that, the search does not)."""
     from ..benchmark.timing import Plan, measure
     from ..device.runtime import Classifier
 
     clf = Classifier(path, threads=1)
     x = clf.quantize_input(np.zeros((1, *clf.input_size, 3), np.uint8))
-    return measure(clf.infer, [x], Plan(warmup=defaults.WARMUP, min_runs=runs, min_seconds=0.0))["p50_ms"]
+    return measure(clf.infer, [x], Plan(warmup=defaults.WARMUP, min_runs=runs, min_seconds=min_seconds))["p50_ms"]
 
 
 def improve(fmt: str, path: Path, row: dict, checked_images: int, produce, rank, echo,
