@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     for run in args.runs:
         rows += measure(run, test.images, lambda m: print(m, file=sys.stderr, flush=True))
     write_text(args.out, markdown(rows, command))
-    write_json(args.out.with_suffix(".json"), {"command": command, "bins": [b for b in BINS[:-1]], "rows": rows})
+    write_json(args.out.with_suffix(".json"), {"command": command, "bins": list(BINS[:-1]), "rows": rows})
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} (+ .json, .png)")
     return 0

@@ -43,11 +43,15 @@ def tiny_run(tmp_path_factory, data_dir) -> Path:
     return train("seed002_m1_cnn", data_dir=data_dir, runs_dir=runs_dir, epochs=2, limit=1024, echo=lambda *_: None)
 
 
+def cli_argv(*args) -> list[str]:
+    """The argv of `edgecifar ARGS` as a user runs it (this interpreter, the package's own entry point)."""
+    return [sys.executable, "-m", "edgecifar.cli", *map(str, args)]
+
+
 def run_cli(*args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """Run `edgecifar ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edgecifar.cli", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_argv, run_cli
 
 CHECK = ["--check-samples", "500", "--calib-samples", "200"]
 TFLITE = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "tflite_int8_full")
@@ -292,7 +292,6 @@ def test_a_terminated_export_removes_its_staged_file_and_keeps_the_earlier_artif
     sidecar go, the earlier artifact stays byte for byte, one line, exit status 128 + 15."""
     import signal
     import subprocess
-    import sys
     import time
 
     from edgecifar.export import staged_path
@@ -303,8 +302,7 @@ def test_a_terminated_export_removes_its_staged_file_and_keeps_the_earlier_artif
     assert run_cli(*args, "--check-samples", "100").returncode == 0
     good = run / "export" / NAMES["tflite_float32"]
     before = (sha256_file(good), good.with_name(good.name + ".json").read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "edgecifar.cli", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli_argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not staged_path(good).with_name(staged_path(good).name + ".json").exists():  # written with the file
         assert proc.poll() is None and time.monotonic() < deadline, "the export ended before its staged file appeared"
