@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import run_cli
+from .conftest import cli_argv, run_cli
 
 N_IMAGES = 200          # CIFAR-10 test images fed as files and as video frames (the issue asks for at least 200)
 FORMATS = ("tflite_int8", "onnx_int8")
@@ -375,8 +375,7 @@ def slow_images(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_cleanly_with_summary_and_keeps_the_video(sig, artifacts, slow_images, tmp_path):
     out = tmp_path / "live.avi"
-    cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(artifacts["tflite_int8"]), "--source",
-           str(slow_images / "*.jpg"), "--json", "--save", str(out)]
+    cmd = cli_argv("run", artifacts["tflite_int8"], "--source", slow_images / "*.jpg", "--json", "--save", out)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()  # wait until frames flow

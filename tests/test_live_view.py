@@ -22,7 +22,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -35,7 +34,7 @@ import pytest
 from edgecifar.device.serve import LiveServer, parse_address
 from edgecifar.errors import UserError
 
-from .conftest import run_cli
+from .conftest import cli_argv, run_cli
 from .test_device_runner import camera_frame, export_artifacts
 
 TOKEN = "s3cret-token"
@@ -407,8 +406,8 @@ class Runner:
     Its JSON lines go to a file, not a pipe: a test that reads a pipe slowly would throttle the runner it measures."""
 
     def __init__(self, model, video, out_dir: Path, *extra, realtime=False):
-        cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(Path(model).resolve()), "--source", Path(video).name, "--json",
-               "--threads", "1", "--serve", "127.0.0.1:0", *map(str, extra)]
+        cmd = cli_argv("run", Path(model).resolve(), "--source", Path(video).name, "--json", "--threads", "1", "--serve",
+                       "127.0.0.1:0", *extra)
         if realtime:
             cmd = ["chrt", "--fifo", str(REALTIME_PRIORITY), *cmd]
         self.out_path = out_dir / f"runner-{time.monotonic_ns()}.jsonl"

@@ -12,7 +12,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,7 +23,7 @@ import pytest
 from edgecifar.device.serve import LiveServer, check_access
 from edgecifar.errors import UserError
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, cli_argv, run_cli
 
 DEFAULT_MODEL = ROOT / "edgecifar" / "assets" / "default_int8.tflite"
 INFO = {"model": "m_int8.tflite", "backend": "litert", "format": "tflite_int8", "classes": ["cat", "dog"], "source": "test"}
@@ -154,8 +153,8 @@ def hang_up(port: int, kind: int) -> None:
 
 
 def test_clients_hanging_up_mid_request_print_no_traceback(long_clip):
-    cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(DEFAULT_MODEL), "--source", str(long_clip), "--json",
-           "--threads", "1", "--serve", "127.0.0.1:0", "--duration", "120"]
+    cmd = cli_argv("run", DEFAULT_MODEL, "--source", long_clip, "--json", "--threads", "1", "--serve", "127.0.0.1:0",
+                   "--duration", "120")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stderr, url_seen, url = [], threading.Event(), []
