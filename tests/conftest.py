@@ -48,6 +48,16 @@ def cli_argv(*args) -> list[str]:
     return [sys.executable, "-m", "edgecifar.cli", *map(str, args)]
 
 
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module: benchmarks/ is a folder of scripts, not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """Run `edgecifar ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}

@@ -9,24 +9,13 @@ the same commands; the full-disk case needs root to mount its 256 KiB tmpfs and 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from .conftest import load_benchmark
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_matrix.py"
-
-
-def _fault_matrix():
-    spec = importlib.util.spec_from_file_location("fault_matrix", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FAULT_MATRIX = _fault_matrix()
+FAULT_MATRIX = load_benchmark("fault_matrix")
 
 
 def test_the_matrix_covers_every_command():

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_margins.py"
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def margins_script():
-    spec = importlib.util.spec_from_file_location("int8_margins", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("int8_margins")
 
 
 def _probs(logits):

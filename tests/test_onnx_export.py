@@ -12,6 +12,8 @@ import pytest
 from edgecifar.device import metadata as meta_io
 from edgecifar.errors import UserError
 
+from .conftest import load_benchmark
+
 pytestmark = pytest.mark.slow
 
 N_TEST = 500
@@ -260,12 +262,7 @@ def _every_reader_top1(path, images: np.ndarray) -> dict:
     onnxruntime running the graph unfused, OpenCV DNN, onnx.reference: the graph's own arithmetic, the same on every
     CPU. (The device runtime's fused int8 kernels, where the CPU has exact int8 products, round one output step apart
     from it on some values: test_the_device_runtime_computes_what_the_qdq_graph_says bounds that.)"""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("onnx_readers", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "onnx_readers.py")
-    readers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readers)
+    readers = load_benchmark("onnx_readers")
     return {name: run(path, images).argmax(1) for name, run in readers.READERS.items()}
 
 
