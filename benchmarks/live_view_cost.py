@@ -57,7 +57,12 @@ VIDEO_HOLD = 120          # frames per image: at several hundred FPS the label c
 
 
 class MeasurementError(RuntimeError):
-    """The measurement itself went wrong (runner stopped, clients idle): no cost can be read from it."""
+    """The measurement itself went wrong (runner stopped, clients idle): no cost can be read from it. `code`: the exit
+    status main() returns, the runner's own where it refused its input (2: a bad model file)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 def make_long_video(folder: Path, images: np.ndarray, frames: int, hold: int = VIDEO_HOLD) -> Path:
@@ -201,7 +206,9 @@ class Runner:
 
     def wait_url(self, timeout=60) -> str:
         if not (self._url_seen.wait(timeout) and self.url):
-            raise MeasurementError(f"no 'live view:' line; stderr: {''.join(self.stderr)}")
+            code = self.proc.wait(timeout=10) if self._url_seen.is_set() else None  # stderr closed: the runner ended
+            last = self.stderr[-1].strip() if self.stderr else "(nothing on stderr)"
+            raise MeasurementError(f"the runner printed no 'live view:' line: {last}", code or 1)
         return self.url
 
     def wait_frame(self, n, timeout=60) -> bool:
@@ -352,13 +359,21 @@ def main(argv=None) -> int:
 
     command = (f"python benchmarks/live_view_cost.py {shlex.quote(relative(args.model))} --repeats {args.repeats}"
                + (f" --pairs {args.pairs}" if args.pairs != CLIENT_PAIRS else "") + f" --out {relative(args.out)}")
+    if not args.model.is_file():
+        print(f"live_view_cost: {args.model} does not exist; pass a .tflite or .onnx written by `edgecifar export`",
+              file=sys.stderr)
+        return 2
     images = data.load(splits=("test",)).test.images
     load0 = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         video = make_long_video(Path(tmp), images, frames_needed(args.pairs))
         for k in range(args.repeats):
-            results.append(measure(args.model, video, Path(tmp), pairs=args.pairs))
+            try:
+                results.append(measure(args.model, video, Path(tmp), pairs=args.pairs))
+            except MeasurementError as e:  # one line, as the runner's own errors are; no report is written
+                print(f"live_view_cost: {e}", file=sys.stderr)
+                return e.code
             print(f"repeat {k + 1}/{args.repeats}: cost {pct(results[-1]['cost'])} %  ({phase_table(results[-1])})",
                   file=sys.stderr, flush=True)
     load1 = os.getloadavg()[0]

@@ -19,6 +19,9 @@ import os
 import re
 import shutil
 import socket
+import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -436,3 +439,36 @@ def test_cli_binds_localhost_unless_told_otherwise(model, long_video, serve, ext
     assert res.returncode == 0, res.stderr
     assert re.search(rf"live view: http://{re.escape(url_host)}:\d+/", res.stdout), res.stdout
     assert ("warning: live view bound to 0.0.0.0" in res.stderr) == warned, res.stderr
+
+
+# --- the cost benchmark's own report and errors ------------------------------------------------
+
+def _result(ratios):
+    phases = [{"kind": k, "fps": 1000.0 * (r if k == "clients" else 1.0)}
+              for r in ratios for k in ("none", "clients")] + [{"kind": "none", "fps": 1000.0}]
+    return {"realtime": False, "phases": phases, "ratios": list(ratios), "cost": 1 - statistics.median(ratios)}
+
+
+@pytest.mark.parametrize("ratios, verdict", [((0.99, 0.97, 1.01), "met"), ((0.85, 0.88, 0.90), "missed")])
+def test_cost_report_states_the_verdict_against_the_target(ratios, verdict):
+    results = [_result(ratios), _result(ratios)]
+    text = LVC.markdown("m.tflite", results, "python benchmarks/live_view_cost.py m.tflite --out r.md", "Machine: x.")
+    cost = 1 - statistics.median(ratios)
+    assert f"Median cost over 2 repeats: {100 * cost:.1f} % FPS" in text
+    assert f"target at most 10 %: {verdict}." in text
+    pooled, low, high = LVC.pooled_cost(results)
+    assert low <= pooled <= high and pooled == pytest.approx(cost)
+    assert LVC.pct(-0.0004) == "0.0" and LVC.pct(-0.012) == "-1.2"
+
+
+@pytest.mark.slow
+def test_cost_benchmark_refuses_a_bad_model_in_one_line(tmp_path):
+    bad = tmp_path / "junk.tflite"
+    bad.write_bytes(b"junk")
+    out = tmp_path / "cost.md"
+    res = subprocess.run([sys.executable, str(LVC.__file__), str(bad), "--repeats", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("live_view_cost:") or "Traceback" in ln]
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and "not a valid .tflite file" in lines[0], res.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()
