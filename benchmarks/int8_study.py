@@ -45,15 +45,14 @@ def main(argv=None) -> int:
     import keras
 
     from edgecifar.export import bias_correction as bc
-    from edgecifar.export import bn_fold, input_fold, tflite_export
+    from edgecifar.export import tflite_export
     from edgecifar.export.calibration import CalibrationSet
-    from edgecifar.export.logits import logits_copy
+    from edgecifar.export.logits import int8_source
 
     t_start = time.perf_counter()
     model = keras.models.load_model(args.run / "model.keras")
-    teacher, _ = bn_fold.fold_copy(logits_copy(model)[0])  # what the exporter's QAT learns to agree with
-    source, folded = input_fold.fold_copy(teacher)
-    print(folded or "no input scaling to fold", flush=True)
+    teacher, source, _, steps = int8_source(model)  # the teacher: what the exporter's QAT learns to agree with
+    print("; ".join(steps), flush=True)
     ds = cifar.load(args.data_dir)
     calib = CalibrationSet.from_training_split(ds.train, 500, 0)
     idx = cifar.stratified_indices(ds.test.labels, args.samples, 0) if args.samples < len(ds.test.labels) \

@@ -250,11 +250,12 @@ def _replay(model, inputs):
     return [memo[id(t)] for t in model.outputs]
 
 
-def simulate_int8(model, head: str | None = None, points: list[str] | None = None):
+def simulate_int8(model, head: str | None = None, points: list[str] | None = None, quantize_kernels: bool = True):
     """A copy of `model` (same weights) that computes with int8 rounding where TFLite's int8 does.
 
     `head`: the name of a Dense left in float (the float-head artifact's final layer), else None.
-    `points`: quantized_tensors(model, head), when the caller already has it.
+    `points`: quantized_tensors(model, head), when the caller already has it (a subset rounds only those outputs).
+    `quantize_kernels`: False keeps every kernel float, to measure what the activations alone cost.
     Raises ValueError for models this cannot rewrite (check_supported).
     """
     keras = _keras()
@@ -267,7 +268,7 @@ def simulate_int8(model, head: str | None = None, points: list[str] | None = Non
 
     def clone(layer):
         kind = type(layer).__name__
-        cls = classes[kind] if kind in WEIGHT_LAYERS and layer.name != head else type(layer)
+        cls = classes[kind] if quantize_kernels and kind in WEIGHT_LAYERS and layer.name != head else type(layer)
         config = layer.get_config()
         if kind in ("Dropout", "SpatialDropout2D"):
             config["rate"] = 0.0  # the copy must compute what the original computes at inference, and nothing else

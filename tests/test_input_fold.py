@@ -96,3 +96,24 @@ def test_export_folds_the_input_scaling_of_the_int8_source_only(tmp_path):
     add_out = it.get_tensor_details()[ops[1]["outputs"][0]]
     scale, zero_point = add_out["quantization"]
     assert scale == pytest.approx(1.0, abs=1e-5) and zero_point == 0
+
+
+def test_int8_source_takes_the_exporters_steps_in_order():
+    """edgecifar.export.logits.int8_source: softmax removed, then the BatchNorm fold, then the input fold; the teacher
+    computes the trained model's logits, and the source the teacher's (to float rounding)."""
+    from edgecifar.export.logits import int8_source
+
+    base = _transfer_like()
+    model = keras.Model(base.inputs, L.Activation("softmax", name="probs")(base.outputs[0]), name="tiny_softmax")
+    x = _images()
+    made = int8_source(model)
+    assert made.logits_output and "softmax removed" in made.steps[0]
+    assert "Conv1" in made.steps[-1] and len(made.steps) >= 2  # the input scaling went into Conv1, last
+    probs = model.predict(x, verbose=0)
+    logits = made.teacher.predict(x, verbose=0)
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose(soft / soft.sum(1, keepdims=True), probs, atol=1e-5)
+    assert np.allclose(made.model.predict(x, verbose=0), logits, atol=1e-3)
+    assert made.model is not made.teacher
+    plain = int8_source(base)  # no softmax head: the model's own output is kept, and still folded
+    assert not plain.logits_output and len(plain.steps) >= 2

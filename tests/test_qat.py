@@ -66,6 +66,30 @@ def test_simulated_kernels_sit_on_a_per_channel_int8_grid(cifar):
     assert 0 < diff < 0.5
 
 
+def test_activation_only_and_weight_only_simulations_round_only_their_part(cifar):
+    """quantize_kernels=False keeps every kernel float; points=[] rounds no activation: with both the copy computes
+    exactly what the model does, and each part alone changes the output."""
+    import keras
+
+    model = _logits_model("resnet8_edge")
+    head = qat.float_head(model)
+    images = cifar.train.images[:128]
+    ref = model.predict(images, verbose=0)
+    outputs = {}
+    for name, points, kernels in (("neither", [], False), ("activations", None, False), ("weights", [], True)):
+        sim = qat.simulate_int8(model, head, points, quantize_kernels=kernels)
+        conv = sim.get_layer("s2b1a_conv")
+        inner = conv.inner if hasattr(conv, "inner") else conv
+        same = np.array_equal(keras.ops.convert_to_numpy(inner.kernel), keras.ops.convert_to_numpy(inner._kernel))
+        assert same != kernels, name  # read through the fake quantizer only when kernels are rounded
+        assert any(hasattr(layer, "calibrating") for layer in sim.layers) == (points is None), name
+        qat.calibrate_ranges(sim, images)
+        outputs[name] = sim.predict(images, verbose=0)
+    assert np.allclose(outputs["neither"], ref, atol=1e-5)
+    assert 0 < np.abs(outputs["activations"] - ref).max() < 0.5
+    assert 0 < np.abs(outputs["weights"] - ref).max() < 0.5
+
+
 def test_weights_round_trip_through_the_simulated_copy():
     """Including layers inside fake-quant wrappers (resnet8_edge's s1b1b_bn feeds an Add: it is wrapped)."""
     import keras

@@ -23,6 +23,33 @@ ending in either. Only in-memory copies change; model.keras is never touched.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class Int8Source(NamedTuple):
+    """What the int8 conversions start from, and how it was made from the trained model."""
+    teacher: object        # the logits copy with post-ReLU BatchNorms folded: what QAT learns to agree with
+    model: object          # the teacher with an offset input scaling folded into its first convolution: what converts
+    logits_output: bool    # False: the trained model has no softmax head to remove, its own output is kept
+    steps: tuple           # one description per step taken, in order (the first says what happened to the softmax)
+
+
+def int8_source(model) -> Int8Source:
+    """The exporter's int8 source of a trained model, in its order: logits copy, BatchNorm fold, input-scaling fold.
+    One place for the sequence, so that every script studying int8 starts from the model the exporter converts."""
+    from .bn_fold import fold_copy
+    from .input_fold import fold_copy as fold_input_scaling
+
+    copy, how = logits_copy(model)
+    steps = [how]
+    teacher, folded = fold_copy(copy if copy is not None else model)
+    if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
+        steps.append(folded)
+    source, input_folded = fold_input_scaling(teacher)
+    if input_folded:  # x/127.5 - 1 would round the pixels twice in int8 (edgecifar/export/input_fold.py)
+        steps.append(input_folded)
+    return Int8Source(teacher, source, copy is not None, tuple(steps))
+
 
 def logits_copy(model):
     """(copy of `model` that outputs centred logits, description) or (None, reason) when it does not apply."""

@@ -520,22 +520,16 @@ class _Sources:
         if not logits:
             return self.keras_model
         if "logits" not in self._cache:
-            from .bn_fold import fold_copy
-            from .input_fold import fold_copy as fold_input_scaling
-            from .logits import logits_copy
+            from .logits import int8_source
 
-            copy, self.logits_how = logits_copy(self.keras_model)
-            self.logits_output = copy is not None
-            self.echo(f"    logits: {self.logits_how}")
-            copy, folded = fold_copy(copy if copy is not None else self.keras_model)
-            if folded:  # a post-ReLU BatchNormalization quantizes badly unfolded (edgecifar/export/bn_fold.py)
-                self.logits_how = f"{self.logits_how}; {folded}"
-                self.echo(f"    {folded}")
-            self.teacher = teacher = copy  # what QAT learns to agree with: the trained model's own logits, before any correction
-            copy, input_folded = fold_input_scaling(copy)
-            if input_folded:  # x/127.5 - 1 would round the pixels twice in int8 (edgecifar/export/input_fold.py)
-                self.logits_how = f"{self.logits_how}; {input_folded}"
-                self.echo(f"    {input_folded}")
+            source = int8_source(self.keras_model)
+            self.logits_output = source.logits_output
+            self.logits_how = "; ".join(source.steps)
+            self.echo(f"    logits: {source.steps[0]}")
+            for step in source.steps[1:]:
+                self.echo(f"    {step}")
+            self.teacher = teacher = source.teacher  # the trained model's own logits, before any correction
+            copy = source.model
             if self.correct is not None:
                 copy, self.bias_correction = self.correct(copy)
                 self.logits_how = (f"{self.logits_how}; then int8 weight-rounding bias correction "
