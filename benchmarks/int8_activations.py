@@ -57,7 +57,7 @@ def variants(points: list[str]) -> list[tuple[str, list[str], bool]]:
     others = [p for p in points if kind_of(p) == "other"]
     if 1 < len(others) <= MAX_SINGLES:
         out += [(f"int8 activations of {p} only", [p], False) for p in others]
-    for first in dict.fromkeys(max(1, round(share * len(points))) for share in PREFIXES):
+    for first in dict.fromkeys(max(1, int(share * len(points))) for share in PREFIXES):  # rounded down, at least 1
         if first >= len(points):
             continue
         out.append((f"int8 activations only, first {first} of {len(points)} int8 tensors float "
@@ -65,7 +65,7 @@ def variants(points: list[str]) -> list[tuple[str, list[str], bool]]:
     return out
 
 
-def measure(run: Path, samples: int, echo) -> dict:
+def measure(run: Path, samples: int, echo, data_dir=None) -> dict:
     import keras
 
     from edgecifar import qat
@@ -74,7 +74,7 @@ def measure(run: Path, samples: int, echo) -> dict:
     from edgecifar.runs import read_manifest
 
     model = keras.models.load_model(run / "model.keras", compile=False)
-    ds = cifar.load()
+    ds = cifar.load(data_dir)
     idx = cifar.stratified_indices(ds.test.labels, samples, 0) if samples < len(ds.test.labels) \
         else np.arange(len(ds.test.labels))
     images, labels = ds.test.images[idx].astype(np.float32), ds.test.labels[idx]
@@ -140,18 +140,30 @@ def main(argv=None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--out", type=Path, required=True, help="report .md (the .json and .png go beside it)")
     ap.add_argument("--samples", type=int, default=10_000, help="test images (stratified; default all)")
+    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA)")
     args = ap.parse_args(argv)
-    if not (args.run / "model.keras").is_file():
-        print(f"int8_activations: {args.run} has no model.keras; pass a finished run folder (runs/<run>)",
-              file=sys.stderr)
+
+    def refuse(message: str) -> int:  # bad input: one line, exit 2, no report
+        print(f"int8_activations: {message}", file=sys.stderr)
         return 2
+
+    if not (args.run / "model.keras").is_file():
+        return refuse(f"{args.run} has no model.keras; pass a finished run folder (runs/<run>)")
+    if args.samples < 1:
+        return refuse(f"--samples {args.samples}: pass at least 1 test image")
+    from edgecifar.errors import UserError
     from edgecifar.export.fallback import target_for
     from edgecifar.quiet import import_tensorflow
 
     import_tensorflow()  # Keras (and TensorFlow) without their start-up noise
     command = f"python benchmarks/int8_activations.py {shlex.quote(relative(args.run))} --out {relative(args.out)}" \
         + (f" --samples {args.samples}" if args.samples != 10_000 else "")
-    result = measure(args.run, args.samples, lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        result = measure(args.run, args.samples, lambda m: print(m, file=sys.stderr, flush=True), args.data_dir)
+    except UserError as e:  # no CIFAR-10 where pointed, and the like: the message says what to do
+        return refuse(str(e))
+    except ValueError as e:  # a model simulate_int8 cannot rewrite (edgecifar.qat.check_supported), or not a model
+        return refuse(f"{args.run}: {e}")
     _, target = target_for(result["model"])
     result["target_agreement"] = target
     write_text(args.out, markdown(result, command, target))

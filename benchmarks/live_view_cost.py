@@ -164,6 +164,7 @@ class Runner:
     Its JSON lines go to a file, not a pipe: a reader that reads a pipe slowly would throttle the runner it measures."""
 
     def __init__(self, model, video, out_dir: Path, *extra, realtime=False):
+        # The user's command line, as tests/conftest.cli_argv builds it (a benchmark cannot import the tests).
         cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(Path(model).resolve()), "--source", Path(video).name,
                "--json", "--threads", "1", "--serve", "127.0.0.1:0", *map(str, extra)]
         if realtime:
@@ -208,7 +209,8 @@ class Runner:
         if not (self._url_seen.wait(timeout) and self.url):
             code = self.proc.wait(timeout=10) if self._url_seen.is_set() else None  # stderr closed: the runner ended
             last = self.stderr[-1].strip() if self.stderr else "(nothing on stderr)"
-            raise MeasurementError(f"the runner printed no 'live view:' line: {last}", code or 1)
+            # The runner's own status where it refused its input (2); 1 for a hang, a crash or a signal.
+            raise MeasurementError(f"the runner printed no 'live view:' line: {last}", 2 if code == 2 else 1)
         return self.url
 
     def wait_frame(self, n, timeout=60) -> bool:
@@ -350,32 +352,41 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="runner processes (default 5)")
     ap.add_argument("--pairs", type=int, default=CLIENT_PAIRS, help=f"client phases per repeat (default {CLIENT_PAIRS})")
     ap.add_argument("--out", type=Path, required=True, help="report .md (the .json and .png go beside it)")
+    ap.add_argument("--data-dir", default=None, help="CIFAR-10 folder or archive (else $EDGECIFAR_DATA)")
     args = ap.parse_args(argv)
 
     from edgecifar import data
+    from edgecifar.errors import UserError
     from edgecifar.evaluate import relative
     from edgecifar.files import write_json, write_text
     from edgecifar.machine import cpu_model, load_note, usable_cores
 
+    def refuse(message: str, code: int = 2) -> int:  # one line, as the runner's own errors are; no report
+        print(f"live_view_cost: {message}", file=sys.stderr)
+        return code
+
+    if args.repeats < 1 or args.pairs < 1:
+        return refuse(f"--repeats {args.repeats} --pairs {args.pairs}: pass at least 1 of each")
+
     command = (f"python benchmarks/live_view_cost.py {shlex.quote(relative(args.model))} --repeats {args.repeats}"
                + (f" --pairs {args.pairs}" if args.pairs != CLIENT_PAIRS else "") + f" --out {relative(args.out)}")
     if not args.model.is_file():
-        print(f"live_view_cost: {args.model} does not exist; pass a .tflite or .onnx written by `edgecifar export`",
-              file=sys.stderr)
-        return 2
-    images = data.load(splits=("test",)).test.images
+        return refuse(f"{args.model} does not exist; pass a .tflite or .onnx written by `edgecifar export`")
+    try:
+        images = data.load(args.data_dir, splits=("test",)).test.images
+    except UserError as e:
+        return refuse(str(e))
     load0 = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        video = make_long_video(Path(tmp), images, frames_needed(args.pairs))
-        for k in range(args.repeats):
-            try:
+        try:
+            video = make_long_video(Path(tmp), images, frames_needed(args.pairs))
+            for k in range(args.repeats):
                 results.append(measure(args.model, video, Path(tmp), pairs=args.pairs))
-            except MeasurementError as e:  # one line, as the runner's own errors are; no report is written
-                print(f"live_view_cost: {e}", file=sys.stderr)
-                return e.code
-            print(f"repeat {k + 1}/{args.repeats}: cost {pct(results[-1]['cost'])} %  ({phase_table(results[-1])})",
-                  file=sys.stderr, flush=True)
+                print(f"repeat {k + 1}/{args.repeats}: cost {pct(results[-1]['cost'])} %  ({phase_table(results[-1])})",
+                      file=sys.stderr, flush=True)
+        except MeasurementError as e:
+            return refuse(str(e), e.code)
     load1 = os.getloadavg()[0]
     machine = (f"Machine: {cpu_model()}, {usable_cores()} usable cores; "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load_note(load0, load1)}.")

@@ -8,6 +8,7 @@ import pytest
 
 from .conftest import load_benchmark
 
+
 def test_activation_study_variants_split_weights_activations_kinds_and_prefixes():
     study = load_benchmark("int8_activations")
     points = ["upscale", "Conv1_relu", "expanded_conv_depthwise_relu", "expanded_conv_project_BN",
@@ -41,3 +42,14 @@ def test_activation_study_runs_on_a_trained_model(tiny_run, tmp_path):
     assert not rows["int8 activations only"]["kernels_int8"] and rows["int8 weights only"]["int8_tensors"] == 0
     assert "| int8 weights and activations | int8 |" in out.read_text() and out.with_suffix(".png").stat().st_size > 0
     assert study.main([str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2 and not (tmp_path / "x.md").exists()
+
+
+@pytest.mark.parametrize("extra, message", [(["--samples", "0"], "--samples 0: pass at least 1 test image"),
+                                            (["--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar")])
+def test_activation_study_refuses_bad_input_in_one_line(tiny_run, tmp_path, capsys, extra, message):
+    study = load_benchmark("int8_activations")
+    out = tmp_path / "study.md"
+    assert study.main([str(tiny_run), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("int8_activations: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err) and not out.exists()

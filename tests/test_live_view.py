@@ -322,6 +322,7 @@ def long_video(cifar, tmp_path_factory) -> Path:
     """A long 640x480 camera-like video of CIFAR-10 test images (benchmarks/live_view_cost.py makes it)."""
     return LVC.make_long_video(tmp_path_factory.mktemp("live"), cifar.test.images, VIDEO_FRAMES)
 
+
 def _browser_or_skip():
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     try:
@@ -395,7 +396,7 @@ def test_browser_shows_the_live_stream_labels_fps_and_latency(browser, model, lo
 
         shot = tmp_path / "live_view.png"
         assert browser.save_screenshot(str(shot))
-        assert runner.proc.poll() is None, "the video ended before the checks: raise VIDEO_FRAMES"
+        assert runner.proc.poll() is None, "the video ended before the checks: raise TEST_PAIRS"
         png = cv2.imread(str(shot))
         rect = browser.find_element(By.ID, "stream").rect
         x, y, w, h = (int(rect[k]) for k in ("x", "y", "width", "height"))
@@ -472,3 +473,13 @@ def test_cost_benchmark_refuses_a_bad_model_in_one_line(tmp_path):
     assert res.returncode == 2, res.stderr
     assert len(lines) == 1 and "not a valid .tflite file" in lines[0], res.stderr
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--repeats", "0"], "pass at least 1 of each"),
+                                           (["--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar")])
+def test_cost_benchmark_refuses_bad_options_in_one_line(model, tmp_path, capsys, args, message):
+    out = tmp_path / "cost.md"
+    assert LVC.main([str(model), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("live_view_cost: ") and message in err[0], err
+    assert not out.exists()
