@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecifar.cli import command_line
 from edgecifar.files import write_text
 from edgecifar.machine import load_note
 
@@ -45,7 +46,7 @@ def make_video(path: Path, frames: int, data_dir=None) -> Path:
 
 
 def run_once(model: Path, video: Path, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(model), "--source", str(video), "--threads", str(threads), "--json"]
+    cmd = command_line("run", model, "--source", video, "--threads", threads, "--json")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise SystemExit(f"device_fps: {model.name} failed: {res.stderr.strip().splitlines()[-1]}")

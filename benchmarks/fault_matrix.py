@@ -15,17 +15,17 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from edgecifar.cli import command_line
 from edgecifar.files import write_text
 
 
 def cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgecifar.cli", *map(str, args)], cwd=cwd, capture_output=True,
+    return subprocess.run(command_line(*args), cwd=cwd, capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 

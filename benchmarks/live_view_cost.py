@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecifar.cli import command_line
 from edgecifar.device.serve import DEFAULT_MAX_FPS  # the stream's JPEG rate cap
 
 # --- knobs ---------------------------------------------------------------------------------------
@@ -164,9 +165,8 @@ class Runner:
     Its JSON lines go to a file, not a pipe: a reader that reads a pipe slowly would throttle the runner it measures."""
 
     def __init__(self, model, video, out_dir: Path, *extra, realtime=False):
-        # The user's command line, as tests/conftest.cli_argv builds it (a benchmark cannot import the tests).
-        cmd = [sys.executable, "-m", "edgecifar.cli", "run", str(Path(model).resolve()), "--source", Path(video).name,
-               "--json", "--threads", "1", "--serve", "127.0.0.1:0", *map(str, extra)]
+        cmd = command_line("run", Path(model).resolve(), "--source", Path(video).name, "--json", "--threads", "1",
+                           "--serve", "127.0.0.1:0", *extra)
         if realtime:
             cmd = ["chrt", "--fifo", str(REALTIME_PRIORITY), *cmd]
         self.out_path = out_dir / f"runner-{time.monotonic_ns()}.jsonl"

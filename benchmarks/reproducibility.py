@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from edgecifar import machine
+from edgecifar.cli import command_line
 
 ARGS = ["train", "seed002_m1_cnn", "--epochs", "2", "--limit", "5000", "--samples", "2000"]
 
@@ -30,7 +31,7 @@ def one_run(onednn: str | None, runs_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if onednn is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = onednn
-    proc = subprocess.run([sys.executable, "-m", "edgecifar.cli", *ARGS, "--runs-dir", str(runs_dir)], env=env,
+    proc = subprocess.run(command_line(*ARGS, "--runs-dir", runs_dir), env=env,
                           capture_output=True, text=True, check=True)
     run = next(runs_dir.iterdir())
     code = ("import hashlib, sys, numpy as np\nfrom edgecifar.quiet import import_tensorflow\nimport_tensorflow()\n"

@@ -226,6 +226,12 @@ def _interrupted(cause) -> None:
     sys.exit(128 + signal.SIGTERM if isinstance(cause, Terminated) else 130)
 
 
+def command_line(*args) -> list[str]:
+    """The argv that runs `edgecifar ARGS` in a subprocess as a user would: this interpreter, the package's own entry
+    point (not a `edgecifar` script that PATH may resolve to another install). Benchmarks and tests build it here."""
+    return [sys.executable, "-m", "edgecifar.cli", *map(str, args)]
+
+
 def main(argv=None):
     if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
         signal.signal(signal.SIGTERM, _terminate)

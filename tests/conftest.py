@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from edgecifar.cli import command_line as cli_argv  # the tests call it by this name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -41,11 +42,6 @@ def tiny_run(tmp_path_factory, data_dir) -> Path:
 
     runs_dir = tmp_path_factory.mktemp("runs")
     return train("seed002_m1_cnn", data_dir=data_dir, runs_dir=runs_dir, epochs=2, limit=1024, echo=lambda *_: None)
-
-
-def cli_argv(*args) -> list[str]:
-    """The argv of `edgecifar ARGS` as a user runs it (this interpreter, the package's own entry point)."""
-    return [sys.executable, "-m", "edgecifar.cli", *map(str, args)]
 
 
 def load_benchmark(name: str):
